@@ -1,0 +1,45 @@
+# cgo-audit. Two commands do all the set-up on a fresh machine:
+#   make audit   audit a Cgo package (PKG=/path/to/module; the bundled fixtures by default)
+#   make test    run the test suite
+# Both create .venv and install the Python dependencies the first time.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PKG ?=
+BASELINE ?= go_fixtures/cgo-audit-baseline.json
+AUDIT_FLAGS ?=
+PYTEST_FLAGS ?=
+
+.PHONY: all shim fixtures audit test bench clean
+
+all: shim fixtures
+
+$(VENV)/.installed: pyproject.toml setup.py
+	$(PYTHON) -c 'import sys; sys.exit("cgo-audit needs Python >= 3.10" if sys.version_info < (3, 10) else 0)'
+	$(PYTHON) -m venv $(VENV)
+	@echo "installing the Python dependencies into $(VENV) (log: $(VENV)/pip.log)"
+	@$(PY) -m pip install --upgrade pip -e '.[test]' > $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
+	touch $@
+
+shim: $(VENV)/.installed
+	$(PY) -m cgo_audit build-shim --output build/libcgoaudit.so
+
+fixtures:
+	cd go_fixtures && go vet ./... && go build ./...
+
+audit: $(VENV)/.installed
+ifeq ($(strip $(PKG)),)
+	$(PY) -m cgo_audit bench --dir go_fixtures --baseline $(BASELINE) $(AUDIT_FLAGS) ./...
+else
+	$(PY) -m cgo_audit bench --dir $(PKG) $(AUDIT_FLAGS) ./...
+endif
+
+test: $(VENV)/.installed
+	$(PY) -m pytest $(PYTEST_FLAGS)
+
+bench: $(VENV)/.installed
+	$(PY) bench/overhead.py
+
+clean:
+	rm -rf build $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,3 @@
+module github.com/cgo-audit/cgo-audit/bench/cstringloop
+
+go 1.22

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""The shim's overhead, as ratios against a plain run in the same invocation.
+
+Workloads:
+  cstringloop  the cgo loop of the field guide's fix: two C.CString and two
+               C.free per iteration, no I/O (bench/cstringloop)
+  cmalloc      a C loop of malloc(19), malloc(8) and two frees: the shim's
+               cost per call with no cgo around it (bench/cmalloc.c)
+
+Each mode runs once per repetition, in a shuffled order, so drift on the
+machine spreads evenly; a ratio is median(mode) / median(plain). The loops
+time themselves, so process start-up is left out.
+
+usage: python bench/overhead.py [--reps N] [--iterations N] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from cgo_audit.shimbuild import build_shim  # noqa: E402
+
+
+def build_workloads(workdir: Path) -> dict[str, Path]:
+    loop = workdir / "cstringloop"
+    subprocess.run(["go", "build", "-o", str(loop), "."], cwd=HERE / "cstringloop", check=True)
+    cmalloc = workdir / "cmalloc"
+    subprocess.run(["cc", "-O2", "-fno-builtin", "-o", str(cmalloc), str(HERE / "cmalloc.c")], check=True)
+    return {"cstringloop": loop, "cmalloc": cmalloc}
+
+
+def modes(shim: Path, regions: Path) -> dict[str, dict[str, object]]:
+    """Mode name -> how to run a workload in it (argv prefix, environment)."""
+    preload = {"LD_PRELOAD": str(shim), "CGO_AUDIT_DIR": str(regions)}
+    found = {
+        "plain": {"prefix": [], "env": {}},
+        "shim: counting": {"prefix": [], "env": dict(preload)},
+        "shim: stacks, every allocation": {"prefix": [], "env": {**preload, "CGO_AUDIT_STACKS": "all"}},
+        "shim: stacks, sampled 512 KiB": {"prefix": [], "env": {**preload, "CGO_AUDIT_STACKS": "sampled"}},
+    }
+    heaptrack = shutil.which("heaptrack")
+    if heaptrack:
+        found["heaptrack"] = {"prefix": [heaptrack, "-o", str(regions / "heaptrack")], "env": {}}
+    return found
+
+
+def run_once(binary: Path, iterations: int, mode: dict[str, object]) -> float:
+    env = dict(os.environ)
+    env.update(mode["env"])  # type: ignore[arg-type]
+    argv = [*mode["prefix"], str(binary), "-n", str(iterations)]  # type: ignore[misc]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
+    # The loop prints its own wall time in ns on a line of its own (heaptrack
+    # adds lines of its own around it).
+    timing = [line for line in proc.stdout.splitlines() if line.strip().isdigit()]
+    return float(timing[-1]) / iterations
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--iterations", type=int, default=2_000_000)
+    parser.add_argument("--workloads", default="cstringloop,cmalloc")
+    parser.add_argument("--json", type=Path, default=HERE / "results" / "overhead.json")
+    args = parser.parse_args()
+    shim = build_shim()
+    with tempfile.TemporaryDirectory(prefix="cgo-audit-bench-") as work:
+        workdir = Path(work)
+        binaries = build_workloads(workdir)
+        table = modes(shim, workdir)
+        results: dict[str, dict[str, list[float]]] = {}
+        started = time.monotonic()
+        for workload in args.workloads.split(","):
+            samples: dict[str, list[float]] = {name: [] for name in table}
+            for _ in range(args.reps):
+                order = list(table)
+                random.shuffle(order)
+                for name in order:
+                    samples[name].append(run_once(binaries[workload], args.iterations, table[name]))
+            results[workload] = samples
+    summary = report(results, args, time.monotonic() - started)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"\n(written to {args.json})")
+    return 0
+
+
+def report(results: dict[str, dict[str, list[float]]], args: argparse.Namespace, seconds: float) -> dict:
+    command = f"python bench/overhead.py --reps {args.reps} --iterations {args.iterations}"
+    print(f"$ {command}    ({os.cpu_count()} CPUs, {seconds:.0f}s)")
+    summary: dict[str, object] = {"command": command, "cpus": os.cpu_count(), "workloads": {}}
+    for workload, samples in results.items():
+        base = statistics.median(samples["plain"])
+        print(f"\n{workload}: {args.iterations} iterations x {args.reps} repetitions")
+        print(f"  {'mode':34} {'ns/iter':>9} {'ratio':>7} {'ratio IQR':>15}")
+        rows = {}
+        for name, values in samples.items():
+            median = statistics.median(values)
+            ratios = sorted(v / base for v in values)
+            q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
+            rows[name] = {"ns_per_iteration": median, "ratio": median / base, "ratio_q1": q1, "ratio_q3": q3}
+            print(f"  {name:34} {median:9.1f} {median / base:6.3f}x {q1:6.3f}..{q3:.3f}x")
+        summary["workloads"][workload] = rows  # type: ignore[index]
+    return summary
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

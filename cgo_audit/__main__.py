@@ -1,0 +1,5 @@
+"""Entry point for `python -m cgo_audit`."""
+
+from cgo_audit.cli import main
+
+raise SystemExit(main())

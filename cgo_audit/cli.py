@@ -1,0 +1,130 @@
+"""The `cgo-audit` command line.
+
+Exit status: 0 no leak (or only leaks the baseline accepts), 1 a new leak,
+2 the audit could not run (bad input, a build failure, a target that
+crashed or hung). Errors are one line, never a traceback (--debug shows it)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import traceback
+from pathlib import Path
+from typing import Sequence
+
+from rich.console import Console
+
+from cgo_audit import __version__
+from cgo_audit.errors import AuditError
+
+EXIT_CLEAN, EXIT_LEAK, EXIT_ERROR = 0, 1, 2
+
+
+def exit_status(results: Sequence[object]) -> int:
+    """1 when a leak is not covered by the baseline, else 2 when a benchmark
+    could not be audited, else 0."""
+    if any(r.is_leak and not r.accepted_by_baseline for r in results):  # type: ignore[attr-defined]
+        return EXIT_LEAK
+    if any(r.error for r in results):  # type: ignore[attr-defined]
+        return EXIT_ERROR
+    return EXIT_CLEAN
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("sizes are whole numbers separated by commas") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError("sizes must be at least 1")
+    return sizes
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("bench", help="audit a package's benchmarks for leaks",
+                           description="Build each package's test binary, run every benchmark at several "
+                           "sizes under the shim, and report growth per operation.")
+    bench.add_argument("patterns", nargs="*", default=["./..."], help="package patterns (default ./...)")
+    bench.add_argument("--dir", type=Path, default=Path("."), help="directory to run go in (a module)")
+    bench.add_argument("--bench", default=".", help="only benchmarks whose name matches this regex")
+    bench.add_argument("--sizes", type=_sizes, help="fixed -test.benchtime=Nx values, e.g. 1000,2000,4000")
+    bench.add_argument("--run-seconds", type=float, default=0.4,
+                       help="target length of the largest run (default 0.4)")
+    bench.add_argument("--timeout", type=float, default=120.0, help="seconds before a run is killed")
+    bench.add_argument("--tags", default="", help="build tags, comma-separated")
+    bench.add_argument("--go-flags", default="", help="extra flags for go test -c, space-separated")
+    bench.add_argument("--no-probe", action="store_true",
+                       help="do not add the probe file; take figures at process exit")
+    bench.add_argument("--baseline", type=Path, help="JSON file of accepted known leaks")
+    bench.add_argument("--json", type=Path, help="write the JSON report here")
+    bench.add_argument("--quiet", action="store_true", help="only leaks, errors and the summary")
+
+
+def run_bench(args: argparse.Namespace, console: Console) -> int:
+    from cgo_audit.baseline import apply_baseline, load_baseline
+    from cgo_audit.benchaudit import BenchSettings, audit_benchmarks
+    from cgo_audit.report.json_report import write_json
+    from cgo_audit.report.terminal import render
+
+    accepted = load_baseline(args.baseline) if args.baseline else []
+    settings = BenchSettings(
+        patterns=args.patterns, directory=args.dir.resolve(), bench_regex=args.bench, sizes=args.sizes,
+        run_seconds=args.run_seconds, run_timeout_s=args.timeout,
+        tags=[t for t in args.tags.split(",") if t], go_flags=args.go_flags.split(),
+        probe=not args.no_probe)
+    live = console.is_terminal and not args.quiet
+    progress = (lambda msg: console.print(f"[dim]  {msg[:76]}[/]".ljust(79), end="\r")) if live else (lambda _msg: None)
+    report = audit_benchmarks(settings, progress=progress)
+    apply_baseline(report.results, accepted)
+    status = exit_status(report.results)
+    if live:
+        console.print(" " * 79, end="\r")
+    render(report, status, console, quiet=args.quiet)
+    if args.json:
+        write_json(report, status, args.json)
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cgo-audit", description="Find C-heap leaks in Go programs "
+                                     "that use cgo, where go tool pprof cannot look.")
+    parser.add_argument("--version", action="version", version=f"cgo-audit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_bench(sub)
+    shim = sub.add_parser("build-shim", help="build the LD_PRELOAD shim and print its path")
+    shim.add_argument("--output", type=Path, help="also copy the library here")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = Console(highlight=False, soft_wrap=True)
+    try:
+        if args.command == "bench":
+            return run_bench(args, console)
+        if args.command == "build-shim":
+            from cgo_audit.shimbuild import build_shim
+            path = build_shim()
+            if args.output:
+                args.output.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, args.output)
+                path = args.output
+            print(path)
+            return EXIT_CLEAN
+        parser.error(f"unknown command {args.command}")
+    except AuditError as exc:
+        print(f"cgo-audit: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("cgo-audit: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug of ours: still one line, unless asked for more
+        if args.debug or os.environ.get("CGO_AUDIT_DEBUG"):
+            traceback.print_exc()
+        print(f"cgo-audit: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_ERROR

@@ -1,0 +1,182 @@
+"""Talks to a Go driver (package auditdriver) running under the shim: calls
+its functions a known number of times and measures exact C-heap deltas
+while the driver waits between requests."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import psutil
+
+from cgo_audit.errors import AuditError
+from cgo_audit.region import CHeap
+from cgo_audit.runner import ShimSession
+from cgo_audit.sampler import ProcessSample, sample_process
+
+GO_HEAP_LIVE = "/gc/heap/live:bytes"
+GO_GOROUTINES = "/sched/goroutines:goroutines"
+
+
+class DriverError(AuditError):
+    """The driver died, hung or answered nonsense."""
+
+
+@dataclass(frozen=True)
+class CallDelta:
+    """What a batch of calls left behind, measured with the Go side settled."""
+
+    calls: int
+    errors: int
+    c_bytes: int
+    c_allocs: int
+    go_heap_bytes: int
+    goroutines: int
+    rss_bytes: int
+    result: Any
+
+    @property
+    def c_bytes_per_call(self) -> float:
+        return self.c_bytes / self.calls if self.calls else 0.0
+
+
+@dataclass(frozen=True)
+class DriverState:
+    c_heap: CHeap
+    go: Mapping[str, int]
+    process: ProcessSample | None
+
+
+class Driver:
+    """A driver process under the shim; use as a context manager."""
+
+    def __init__(self, argv: Sequence[str], session: ShimSession, *, cwd: str | os.PathLike[str] | None = None,
+                 env_extra: Mapping[str, str] | None = None, timeout_s: float = 120.0) -> None:
+        self.session = session
+        self.timeout_s = timeout_s
+        self._next_id = 0
+        self._buffer = b""
+        self.proc = subprocess.Popen(list(argv), cwd=cwd, env=session.environment(extra=env_extra),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     start_new_session=True)
+        self._ps = psutil.Process(self.proc.pid)
+        self._started = time.monotonic()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        self._next_id += 1
+        message = {"id": self._next_id, "op": op, **fields}
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            raise DriverError(self._death("before the request")) from None
+        answer = json.loads(self._read_line())
+        if answer.get("id") != self._next_id:
+            raise DriverError(f"driver answered request {answer.get('id')} to request {self._next_id}")
+        return answer
+
+    def _read_line(self) -> bytes:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + self.timeout_s
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.kill()
+                raise DriverError(f"driver gave no answer in {self.timeout_s:.0f}s (killed)")
+            ready, _, _ = select.select([fd], [], [], min(remaining, 0.5))
+            if ready:
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    raise DriverError(self._death("while answering"))
+                self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line
+
+    def _death(self, when: str) -> str:
+        code = self.proc.wait(timeout=5)
+        assert self.proc.stderr is not None
+        tail = self.proc.stderr.read().decode(errors="replace").strip().splitlines()[-1:]
+        how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        return f"driver {how} {when}" + (f": {tail[0]}" if tail else "")
+
+    def state(self, settle: bool = True) -> DriverState:
+        """The Go side (settled, by default), then the C heap and the process."""
+        go = self.request("settle" if settle else "stats").get("go", {})
+        cheap = self.session.main_cheap(self.pid)
+        if cheap is None:
+            raise DriverError("the driver is not running under the shim (static binary?)")
+        span = self.session.main_span(self.pid)
+        return DriverState(cheap, go, sample_process(self._ps, time.monotonic() - self._started, span))
+
+    def call(self, func: str, args: Any = None, count: int = 1) -> dict[str, Any]:
+        answer = self.request("call", func=func, args=args, count=count)
+        if not answer.get("ok"):
+            raise DriverError(f"driver refused the call: {answer.get('error')}")
+        return answer
+
+    def measure(self, func: str, args: Any = None, count: int = 1) -> CallDelta:
+        """Calls func count times; the settled growth they left behind."""
+        before = self.state()
+        answer = self.call(func, args, count)
+        after = self.state()
+        rss_before = before.process.target_rss_bytes if before.process else 0
+        rss_after = after.process.target_rss_bytes if after.process else 0
+        return CallDelta(
+            calls=int(answer.get("calls", 0)), errors=int(answer.get("errors", 0)),
+            c_bytes=after.c_heap.user_live_bytes - before.c_heap.user_live_bytes,
+            c_allocs=after.c_heap.user_live_allocs - before.c_heap.user_live_allocs,
+            go_heap_bytes=after.go.get(GO_HEAP_LIVE, 0) - before.go.get(GO_HEAP_LIVE, 0),
+            goroutines=after.go.get(GO_GOROUTINES, 0) - before.go.get(GO_GOROUTINES, 0),
+            rss_bytes=rss_after - rss_before, result=answer.get("result"))
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.request("exit")
+            except (DriverError, ValueError, OSError):
+                pass
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+    def __enter__(self) -> "Driver":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def build_go_command(module_dir: Path, package: str, output: Path) -> Path:
+    """go build of one main package (a driver) into output."""
+    from cgo_audit.gotool import go_executable
+
+    proc = subprocess.run([go_executable(), "build", "-o", str(output), package], cwd=module_dir,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise AuditError(f"cannot build {package}: {proc.stderr.strip().splitlines()[-1:] or ['?']}")
+    return output

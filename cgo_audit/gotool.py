@@ -1,0 +1,179 @@
+"""The Go toolchain as the harness uses it: list packages, build test
+binaries, list their benchmarks, and tell whether LD_PRELOAD can reach them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+from cgo_audit.errors import AuditError
+
+LIST_FIELDS = ("ImportPath,Dir,Name,Module,GoFiles,CgoFiles,TestGoFiles,XTestGoFiles,"
+               "Error,DepsErrors,Incomplete,Standard")
+
+
+@dataclass(frozen=True)
+class GoPackage:
+    """One package as `go list` sees it."""
+
+    import_path: str
+    dir: Path
+    name: str
+    module_path: str | None
+    module_dir: Path | None
+    go_files: tuple[str, ...]
+    cgo_files: tuple[str, ...]
+    test_go_files: tuple[str, ...]
+    xtest_go_files: tuple[str, ...]
+    error: str | None
+
+    @property
+    def uses_cgo(self) -> bool:
+        return bool(self.cgo_files)
+
+    @property
+    def has_tests(self) -> bool:
+        return bool(self.test_go_files or self.xtest_go_files)
+
+
+class GoBuildError(AuditError):
+    """go build/test -c failed; the message carries Go's own first error."""
+
+
+def go_executable() -> str:
+    go = os.environ.get("GO", "go")
+    path = shutil.which(go)
+    if path is None:
+        raise AuditError(f"the Go toolchain is not installed ('{go}' is not on PATH)")
+    return path
+
+
+def _first_error(text: str, limit: int = 3) -> str:
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and not line.startswith("#") and "warning: " not in line]
+    return "; ".join(lines[:limit]) or "unknown error"
+
+
+def go_env(directory: Path) -> dict[str, str]:
+    proc = subprocess.run([go_executable(), "env", "-json"], cwd=directory, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise AuditError(f"go env failed: {_first_error(proc.stderr)}")
+    return json.loads(proc.stdout)
+
+
+def list_packages(patterns: Sequence[str], directory: Path, tags: Sequence[str] = (),
+                  go_flags: Sequence[str] = ()) -> list[GoPackage]:
+    """The packages patterns match inside directory (a module, or under one)."""
+    if not directory.is_dir():
+        raise AuditError(f"no such directory: {directory}")
+    where = subprocess.run([go_executable(), "env", "GOMOD", "GOWORK"], cwd=directory, capture_output=True,
+                           text=True)
+    gomod, _, gowork = where.stdout.partition("\n")
+    if where.returncode == 0 and gomod.strip() in ("", os.devnull) and gowork.strip() in ("", "off"):
+        raise AuditError(f"{directory} is not inside a Go module (no go.mod here or above it)")
+    cmd = [go_executable(), "list", "-e", f"-json={LIST_FIELDS}", *_build_flags(tags, go_flags), *patterns]
+    proc = subprocess.run(cmd, cwd=directory, capture_output=True, text=True)
+    if proc.returncode != 0 and not proc.stdout.strip():
+        message = _first_error(proc.stderr, limit=1)
+        if "go.mod file not found" in message or "cannot find main module" in message:
+            raise AuditError(f"{directory} is not inside a Go module (no go.mod): {message}")
+        raise AuditError(f"go list failed in {directory}: {message}")
+    packages = []
+    decoder = json.JSONDecoder()
+    text, pos = proc.stdout, 0
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos >= len(text):
+            break
+        item, pos = decoder.raw_decode(text, pos)
+        packages.append(_package(item))
+    return packages
+
+
+def _package(item: Mapping[str, object]) -> GoPackage:
+    module = item.get("Module") or {}
+    assert isinstance(module, dict)
+    error = item.get("Error")
+    message = error.get("Err") if isinstance(error, dict) else None
+    if not message and item.get("DepsErrors"):
+        deps = item["DepsErrors"]
+        assert isinstance(deps, list)
+        message = "; ".join(str(d.get("Err")) for d in deps[:2])
+    return GoPackage(
+        import_path=str(item.get("ImportPath", "")), dir=Path(str(item.get("Dir", "."))),
+        name=str(item.get("Name", "")), module_path=module.get("Path"),
+        module_dir=Path(module["Dir"]) if module.get("Dir") else None,
+        go_files=tuple(item.get("GoFiles") or ()), cgo_files=tuple(item.get("CgoFiles") or ()),
+        test_go_files=tuple(item.get("TestGoFiles") or ()),
+        xtest_go_files=tuple(item.get("XTestGoFiles") or ()), error=message)
+
+
+def _build_flags(tags: Sequence[str], go_flags: Sequence[str]) -> list[str]:
+    flags = list(go_flags)
+    if tags:
+        flags.append("-tags=" + ",".join(tags))
+    return flags
+
+
+def build_test_binary(package: GoPackage, output: Path, *, overlay: Path | None = None,
+                      tags: Sequence[str] = (), go_flags: Sequence[str] = (),
+                      env: Mapping[str, str] | None = None, timeout_s: float = 900.0) -> Path:
+    """go test -c for one package; raises GoBuildError with Go's message."""
+    cmd = [go_executable(), "test", "-c", "-o", str(output), *_build_flags(tags, go_flags)]
+    if overlay is not None:
+        cmd.append(f"-overlay={overlay}")
+    cmd.append(package.import_path)
+    build_env = dict(os.environ)
+    build_env.update(env or {})
+    try:
+        proc = subprocess.run(cmd, cwd=package.dir, capture_output=True, text=True, env=build_env,
+                              timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise GoBuildError(f"building {package.import_path} took longer than {timeout_s:.0f}s") from None
+    if proc.returncode != 0 or not output.is_file():
+        raise GoBuildError(f"{package.import_path} does not build: {_first_error(proc.stderr + proc.stdout)}")
+    return output
+
+
+def list_tests(binary: Path, cwd: Path, pattern: str = "^Benchmark", timeout_s: float = 120.0) -> list[str]:
+    """Names the test binary lists for pattern (top-level tests or benchmarks)."""
+    try:
+        proc = subprocess.run([str(binary), f"-test.list={pattern}"], cwd=cwd, capture_output=True,
+                              text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise AuditError(f"{binary.name} -test.list did not finish in {timeout_s:.0f}s") from None
+    if proc.returncode != 0:
+        raise AuditError(f"{binary.name} -test.list failed: {_first_error(proc.stderr + proc.stdout)}")
+    return [line.strip() for line in proc.stdout.splitlines() if line.strip() and " " not in line.strip()]
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    """How an executable is linked, as far as LD_PRELOAD cares."""
+
+    is_elf: bool
+    dynamic: bool          # has an interpreter (PT_INTERP): LD_PRELOAD applies
+    needs_libc: bool
+
+
+def link_info(path: Path) -> LinkInfo:
+    try:
+        with open(path, "rb") as stream:
+            elf = ELFFile(stream)
+            interp = any(seg["p_type"] == "PT_INTERP" for seg in elf.iter_segments())
+            needed = []
+            dynamic = elf.get_section_by_name(".dynamic")
+            if dynamic is not None:
+                needed = [tag.needed for tag in dynamic.iter_tags() if tag.entry.d_tag == "DT_NEEDED"]
+            return LinkInfo(True, interp, any(name.startswith("libc.") for name in needed))
+    except (ELFError, OSError):
+        return LinkInfo(False, False, False)

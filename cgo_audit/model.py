@@ -1,0 +1,153 @@
+"""The audit's data model: what one run measured, and what one benchmark (or
+program) came to. Every reporter reads these and nothing else."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from cgo_audit.analysis import Growth, Verdicts
+from cgo_audit.gctrace import parse_gctrace
+from cgo_audit.runner import RunRecord, Snapshot
+
+GO_HEAP_LIVE = "/gc/heap/live:bytes"
+GO_GOROUTINES = "/sched/goroutines:goroutines"
+GO_CGO_CALLS = "/cgo/go-to-c-calls:calls"
+GO_FINALIZERS_RUN = "/gc/finalizers/executed:finalizers"
+
+BENCH_LINE = re.compile(r"^(Benchmark\S+?)(?:-\d+)?\s+(\d+)\s+([\d.]+) ns/op", re.M)
+
+
+@dataclass
+class RunPoint:
+    """One run of a benchmark at one size: growth inside the run when the
+    probe saw it (before the first round to after the last), else the
+    process's figures at exit."""
+
+    n: int                          # -test.benchtime=Nx
+    ops: int                        # operations between the two snapshots
+    source: str                     # "probe" or "exit"
+    c_bytes: int
+    c_allocs: int
+    go_heap_bytes: int | None
+    goroutines: int | None
+    fds: int | None
+    sockets: int | None
+    threads: int | None
+    rss_bytes: int | None
+    cgo_calls: int | None
+    finalizers_run: int | None
+    elapsed_s: float
+    ns_per_op: float | None
+    status: str                     # how the process ended
+    ok: bool
+    record: RunRecord | None = field(default=None, repr=False, compare=False)
+
+    def as_sample(self) -> dict[str, Any]:
+        return {
+            "n": self.n, "ops": self.ops, "source": self.source,
+            "c_live_bytes": self.c_bytes, "c_live_allocs": self.c_allocs,
+            "go_heap_live_bytes": self.go_heap_bytes, "goroutines": self.goroutines,
+            "fds": self.fds, "sockets": self.sockets, "threads": self.threads,
+            "rss_bytes": self.rss_bytes, "cgo_calls": self.cgo_calls,
+            "finalizers_run": self.finalizers_run, "elapsed_s": round(self.elapsed_s, 4),
+            "ns_per_op": self.ns_per_op, "status": self.status,
+        }
+
+
+def _delta(first: Snapshot, last: Snapshot, key: str) -> int | None:
+    if key in first.go and key in last.go:
+        return last.go[key] - first.go[key]
+    return None
+
+
+def point_from_run(record: RunRecord, n: int, bench: str) -> RunPoint:
+    """The figures of one benchmark run, from its probe snapshots if complete."""
+    mine = [s for s in record.snapshots if s.bench == bench and s.c_heap is not None]
+    befores = [s for s in mine if s.label == "before"]
+    afters = [s for s in mine if s.label == "after"]
+    ns_per_op = None
+    for match in BENCH_LINE.finditer(record.stdout):
+        ns_per_op = float(match.group(3))
+    failed = "--- FAIL" in record.stdout or record.returncode not in (0, None) or record.timed_out
+    status = record.exit_description()
+    # A complete run pairs every "before" with an "after"; a run that died
+    # mid-round reports what it held when it died (the exit figures).
+    if not failed and befores and len(afters) == len(befores):
+        first, last = befores[0], afters[-1]
+        assert first.c_heap and last.c_heap
+        ops = max(sum(int(s.n or 0) for s in afters), n)
+        return RunPoint(
+            n=n, ops=ops, source="probe",
+            c_bytes=last.c_heap.user_live_bytes - first.c_heap.user_live_bytes,
+            c_allocs=last.c_heap.user_live_allocs - first.c_heap.user_live_allocs,
+            go_heap_bytes=_delta(first, last, GO_HEAP_LIVE),
+            goroutines=_delta(first, last, GO_GOROUTINES),
+            fds=_process_delta(first, last, "num_fds"), sockets=_process_delta(first, last, "num_sockets"),
+            threads=_process_delta(first, last, "num_threads"),
+            rss_bytes=(last.process.target_rss_bytes - first.process.target_rss_bytes
+                       if first.process and last.process else None),
+            cgo_calls=_delta(first, last, GO_CGO_CALLS), finalizers_run=_delta(first, last, GO_FINALIZERS_RUN),
+            elapsed_s=record.elapsed_s, ns_per_op=ns_per_op, status=status, ok=True, record=record)
+    cheap = record.final_c_heap
+    cycles = parse_gctrace(record.stderr)
+    last_sample = record.samples[-1] if record.samples else None
+    return RunPoint(
+        n=n, ops=n, source="exit",
+        c_bytes=cheap.user_live_bytes if cheap else 0, c_allocs=cheap.user_live_allocs if cheap else 0,
+        go_heap_bytes=cycles[-1].heap_live_bytes if cycles else None, goroutines=None,
+        fds=last_sample.num_fds if last_sample else None,
+        sockets=last_sample.num_sockets if last_sample else None,
+        threads=last_sample.num_threads if last_sample else None,
+        rss_bytes=record.maxrss_bytes or None, cgo_calls=None, finalizers_run=None,
+        elapsed_s=record.elapsed_s, ns_per_op=ns_per_op, status=status, ok=not failed, record=record)
+
+
+def _process_delta(first: Snapshot, last: Snapshot, name: str) -> int | None:
+    if first.process is None or last.process is None:
+        return None
+    return getattr(last.process, name) - getattr(first.process, name)
+
+
+@dataclass
+class BenchResult:
+    """What one benchmark came to."""
+
+    package: str
+    name: str
+    verdicts: Verdicts
+    growth: dict[str, Growth]
+    points: list[RunPoint]
+    notes: list[str] = field(default_factory=list)
+    accepted_by_baseline: bool = False
+    error: str | None = None        # the audit of this benchmark could not finish
+
+    @property
+    def verdict(self) -> str:
+        return "error" if self.error else self.verdicts.main
+
+    def per_op(self, key: str) -> float:
+        """Steady-state growth per op of a metric (0 when it was not measured)."""
+        growth = self.growth.get(key)
+        return growth.per_op if growth else 0.0
+
+    @property
+    def is_leak(self) -> bool:
+        return self.error is None and self.verdicts.main != "clean"
+
+
+@dataclass
+class PackageOutcome:
+    """Why a package produced the results it did (or none)."""
+
+    import_path: str
+    status: str                     # "audited", "no-benchmarks", "no-cgo", "build-failed", ...
+    detail: str = ""
+
+
+@dataclass
+class AuditReport:
+    results: list[BenchResult]
+    packages: list[PackageOutcome]
+    settings: dict[str, Any] = field(default_factory=dict)

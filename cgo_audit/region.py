@@ -1,0 +1,161 @@
+"""Reads the shim's shared counters region (layout: csrc/cgo_audit_region.h)
+through cffi, live while the target runs and after it has exited."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from cgo_audit.cdefs import shim_ffi
+
+REGION_NAME = re.compile(r"^cgo-audit\.(\d+)\.(\d+)\.region$")
+MAGIC = 0x544944554130474F
+COUNTER_FIELDS = ("allocs", "frees", "alloc_bytes", "free_bytes", "thread_start_allocs",
+                  "thread_start_frees", "thread_start_alloc_bytes", "thread_start_free_bytes")
+
+
+@dataclass(frozen=True)
+class CHeap:
+    """The C heap of one process, summed over its thread slots."""
+
+    live_bytes: int
+    live_allocs: int
+    total_allocs: int
+    total_frees: int
+    total_alloc_bytes: int
+    total_free_bytes: int
+    thread_start_live_bytes: int
+    thread_start_live_allocs: int
+    peak_live_bytes: int
+    ignored_frees: int
+    failed_allocs: int
+    untracked_allocs: int
+    shim_table_bytes: int
+
+    @property
+    def user_live_bytes(self) -> int:
+        """Live bytes less the runtime's per-thread blocks (made in pthread_create)."""
+        return self.live_bytes - self.thread_start_live_bytes
+
+    @property
+    def user_live_allocs(self) -> int:
+        return self.live_allocs - self.thread_start_live_allocs
+
+    @classmethod
+    def zero(cls) -> "CHeap":
+        return cls(*([0] * 13))
+
+    def as_dict(self) -> dict[str, int]:
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        fields["user_live_bytes"] = self.user_live_bytes
+        fields["user_live_allocs"] = self.user_live_allocs
+        return fields
+
+
+@dataclass(frozen=True)
+class RegionInfo:
+    """Who wrote a region: one program image of one process."""
+
+    path: Path
+    pid: int
+    ppid: int
+    generation: int
+    forked_child: bool
+    exe: str
+    argv: tuple[str, ...]
+    start_time_ns: int
+
+
+def read_cheap(region: Any) -> CHeap:
+    """Sums a mapped region's thread slots (region: a cffi struct cgo_audit_region *).
+
+    Slot fields only grow, so live figures are exact differences of sums."""
+    header = region.header
+    used = min(int(header.slots_in_use), int(header.max_slots) - 1)
+    sums = dict.fromkeys(COUNTER_FIELDS, 0)
+    for i in range(used + 1):
+        slot = region.slots[i]
+        for name in COUNTER_FIELDS:
+            sums[name] += getattr(slot, name)
+    return CHeap(
+        live_bytes=sums["alloc_bytes"] - sums["free_bytes"],
+        live_allocs=sums["allocs"] - sums["frees"],
+        total_allocs=sums["allocs"], total_frees=sums["frees"],
+        total_alloc_bytes=sums["alloc_bytes"], total_free_bytes=sums["free_bytes"],
+        thread_start_live_bytes=sums["thread_start_alloc_bytes"] - sums["thread_start_free_bytes"],
+        thread_start_live_allocs=sums["thread_start_allocs"] - sums["thread_start_frees"],
+        peak_live_bytes=int(header.peak_live_bytes), ignored_frees=int(header.ignored_frees),
+        failed_allocs=int(header.failed_allocs), untracked_allocs=int(header.untracked_allocs),
+        shim_table_bytes=int(header.table_bytes))
+
+
+class Region:
+    """One region file mapped read-only; usable as a context manager."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        ffi = shim_ffi()
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            if size < ffi.sizeof("struct cgo_audit_region"):
+                raise ValueError(f"{self.path} is smaller than a region")
+            self._map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+        finally:
+            os.close(fd)
+        self._view = ffi.from_buffer("struct cgo_audit_region *", self._map)
+
+    @property
+    def raw(self) -> Any:
+        """The cffi struct cgo_audit_region * over the mapping."""
+        return self._view
+
+    def ready(self) -> bool:
+        return int(self._view.header.magic) == MAGIC
+
+    def cheap(self) -> CHeap:
+        return read_cheap(self._view)
+
+    def info(self) -> RegionInfo:
+        ffi = shim_ffi()
+        header = self._view.header
+        cmdline = ffi.buffer(header.cmdline)[:].rstrip(b"\0")
+        argv = tuple(part.decode(errors="replace") for part in cmdline.split(b"\0")) if cmdline else ()
+        return RegionInfo(
+            path=self.path, pid=int(header.pid), ppid=int(header.ppid),
+            generation=int(header.generation), forked_child=bool(header.flags & 1),
+            exe=ffi.string(header.exe).decode(errors="replace"), argv=argv,
+            start_time_ns=int(header.start_time_ns))
+
+    def close(self) -> None:
+        # The cffi view must go before the mmap can be closed.
+        del self._view
+        self._map.close()
+
+    def __enter__(self) -> "Region":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def region_files(directory: Path) -> Iterator[tuple[int, int, Path]]:
+    """(pid, generation, path) of every region file in a directory."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return
+    for name in names:
+        match = REGION_NAME.match(name)
+        if match:
+            yield int(match.group(1)), int(match.group(2)), Path(directory) / name
+
+
+def latest_region_of(directory: Path, pid: int) -> Path | None:
+    """The region of the newest program image (exec generation) of pid."""
+    mine = [(gen, path) for p, gen, path in region_files(directory) if p == pid]
+    return max(mine)[1] if mine else None

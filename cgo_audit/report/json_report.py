@@ -1,0 +1,50 @@
+"""The JSON report. Field names are a contract: CI jobs and later tools read them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cgo_audit import __version__
+from cgo_audit.analysis import C_ALLOCS, C_BYTES, FDS, GO_HEAP, GOROUTINES, RSS
+from cgo_audit.model import AuditReport, BenchResult
+
+SCHEMA_VERSION = 1
+
+
+def result_dict(result: BenchResult) -> dict[str, Any]:
+    return {
+        "package": result.package,
+        "name": result.name,
+        "verdict": result.verdict,
+        "verdicts": list(result.verdicts.all) if result.error is None else ["error"],
+        "accepted_by_baseline": result.accepted_by_baseline,
+        "c_leak_bytes_per_op": result.per_op(C_BYTES.key),
+        "c_leak_allocs_per_op": result.per_op(C_ALLOCS.key),
+        "rss_growth_bytes_per_op": result.per_op(RSS.key),
+        "go_heap_growth_bytes_per_op": result.per_op(GO_HEAP.key),
+        "goroutines_per_op": result.per_op(GOROUTINES.key),
+        "fds_per_op": result.per_op(FDS.key),
+        "growth": {key: growth.as_dict() for key, growth in result.growth.items()},
+        "samples": [point.as_sample() for point in result.points],
+        "notes": list(result.notes),
+        "error": result.error,
+    }
+
+
+def report_dict(report: AuditReport, exit_status: int) -> dict[str, Any]:
+    return {
+        "tool": "cgo-audit",
+        "version": __version__,
+        "schema": SCHEMA_VERSION,
+        "exit_status": exit_status,
+        "settings": report.settings,
+        "packages": [{"package": o.import_path, "status": o.status, "detail": o.detail}
+                     for o in report.packages],
+        "results": [result_dict(result) for result in report.results],
+    }
+
+
+def write_json(report: AuditReport, exit_status: int, path: Path) -> None:
+    Path(path).write_text(json.dumps(report_dict(report, exit_status), indent=2) + "\n")

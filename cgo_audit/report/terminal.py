@@ -1,0 +1,170 @@
+"""The terminal report: one line per benchmark, in the columns `go test
+-benchmem` users already read, then the evidence behind each verdict."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Iterable
+
+from rich.console import Console
+from rich.markup import escape
+
+from cgo_audit import analysis
+from cgo_audit.analysis import C_ALLOCS, C_BYTES, FDS, GO_HEAP, GOROUTINES, RSS, Growth
+from cgo_audit.model import AuditReport, BenchResult
+
+VERDICT_STYLE = {analysis.CLEAN: "green", "error": "bold red"}
+WIDTH = 80
+
+
+def human_bytes(value: float) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(value) >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{value:.0f} B"
+
+
+def per_op_text(value: float, decimals: int = 2) -> str:
+    text = f"{value:.{decimals}f}"
+    return "0" if text.strip("-0.") == "" else text
+
+
+def figure(result: BenchResult, key: str, decimals: int) -> str:
+    """A per-op figure; '~' marks one that is not a steady slope (noise,
+    a plateau's tail, too few runs): read it as roughly zero growth."""
+    growth = result.growth.get(key)
+    if growth is None:
+        return "-"
+    text = per_op_text(growth.per_op, decimals)
+    steady = growth.shape in (analysis.LINEAR, analysis.FLAT) or text == "0"
+    return text if steady else "~" + text
+
+
+def columns(result: BenchResult) -> list[str]:
+    return [
+        f"{figure(result, C_BYTES.key, 2)} C-B/op",
+        f"{figure(result, C_ALLOCS.key, 2)} C-allocs/op",
+        f"{figure(result, GO_HEAP.key, 0)} Go-B/op",
+        f"{figure(result, RSS.key, 0)} RSS-B/op",
+    ]
+
+
+def verdict_text(result: BenchResult) -> str:
+    verdict = result.verdict
+    style = VERDICT_STYLE.get(verdict, "yellow" if result.accepted_by_baseline else "bold red")
+    text = ",".join(result.verdicts.all) if result.error is None else "error"
+    if result.accepted_by_baseline:
+        text += " (baseline)"
+    return f"[{style}]{escape(text)}[/]"
+
+
+def _shape_words(growth: Growth) -> str:
+    runs = len(growth.segment_per_op) + 1
+    return f"{growth.shape} over {runs} runs, r\u00b2 {growth.r2:.3f}"
+
+
+def evidence(result: BenchResult) -> list[str]:
+    """Sentences that say why the verdict is what it is."""
+    lines: list[str] = []
+    growth = result.growth
+    go_heap = growth.get(GO_HEAP.key)
+    go_flat = go_heap is not None and go_heap.shape in (analysis.FLAT, analysis.PLATEAU)
+    verdicts = result.verdicts.all
+    if analysis.CGO_LEAK in verdicts:
+        c = growth.get(C_BYTES.key)
+        allocs = result.per_op(C_ALLOCS.key)
+        line = (f"C heap grows {per_op_text(result.per_op(C_BYTES.key))} B/op in "
+                f"{per_op_text(allocs)} allocs/op ({_shape_words(c)})" if c else "C heap grows")
+        if go_flat:
+            line += (f"; the Go heap stays flat ({per_op_text(go_heap.per_op, 0)} B/op): "
+                     "go tool pprof cannot see this leak")
+        lines.append(line + ".")
+    if analysis.FD_LEAK in verdicts:
+        lines.append(f"open file descriptors grow {per_op_text(result.per_op(FDS.key))}/op: a file, "
+                     "connection or response body is never closed.")
+    if analysis.GOROUTINE_LEAK in verdicts:
+        lines.append(f"goroutines grow {per_op_text(result.per_op(GOROUTINES.key))}/op: goroutines "
+                     "block forever instead of ending (see /debug/pprof/goroutine?debug=1).")
+    if analysis.GO_HEAP_LEAK in verdicts:
+        lines.append(f"the Go heap grows {human_bytes(result.per_op(GO_HEAP.key))}/op after a forced GC: "
+                     "something keeps references (go tool pprof -inuse_space shows where).")
+    if analysis.RSS_UNEXPLAINED in verdicts:
+        lines.append(f"RSS grows {human_bytes(result.per_op(RSS.key))}/op while the C heap, Go heap, "
+                     "goroutines and fds stay flat: likely allocator fragmentation, mmap'd memory "
+                     "or thread stacks.")
+    for key, metric_growth in growth.items():
+        if metric_growth.shape == analysis.PLATEAU and key != RSS.key:
+            label = next(m.label for m in analysis.METRICS if m.key == key)
+            lines.append(f"{label} grew to a plateau ({human_bytes(metric_growth.total) if key.endswith('bytes') else f'{metric_growth.total:.0f}'} "
+                         "in all), then stayed flat: bounded, not a leak.")
+    if result.error:
+        lines.append(f"error: {result.error}")
+        last = result.points[-1] if result.points else None
+        if last is not None and last.record is not None and last.record.final_c_heap is not None:
+            cheap = last.record.final_c_heap
+            lines.append(f"counters gathered before it ended: C heap {human_bytes(cheap.user_live_bytes)} "
+                         f"live in {cheap.user_live_allocs} allocs.")
+    lines.extend(result.notes)
+    return lines
+
+
+def render(report: AuditReport, exit_status: int, console: Console | None = None,
+           quiet: bool = False) -> None:
+    console = console or Console(highlight=False)
+    by_package: dict[str, list[BenchResult]] = {}
+    for result in report.results:
+        by_package.setdefault(result.package, []).append(result)
+    for package, results in by_package.items():
+        if not quiet:
+            console.print(f"pkg: {escape(package)}")
+        rows = [(r, columns(r)) for r in results]
+        name_width = max(len(r.name) for r in results)
+        widths = [max(len(cols[i]) for _, cols in rows) for i in range(4)]
+        for result, cols in rows:
+            if quiet and not result.is_leak and result.error is None:
+                continue
+            cells = "  ".join(col.rjust(width) for col, width in zip(cols, widths))
+            console.print(f"{escape(result.name.ljust(name_width))}  {escape(cells)}  {verdict_text(result)}")
+            if result.is_leak or result.error or not quiet:
+                for line in evidence(result):
+                    wrapped = textwrap.wrap(line, width=WIDTH, initial_indent="    ",
+                                            subsequent_indent="      ", break_on_hyphens=False)
+                    console.print(escape("\n".join(wrapped)))
+    if not quiet:
+        for line in skipped_packages(report):
+            console.print(escape(line))
+    console.print(summary(report.results, exit_status))
+
+
+SKIP_REASONS = {"no-tests": "without tests", "no-benchmarks": "without benchmarks",
+                "no-cgo": "without cgo (statically linked: LD_PRELOAD cannot reach them)",
+                "build-failed": "that do not build"}
+
+
+def skipped_packages(report: AuditReport) -> list[str]:
+    """One line per reason a package was not audited."""
+    by_status: dict[str, list[str]] = {}
+    for outcome in report.packages:
+        if outcome.status != "audited":
+            by_status.setdefault(outcome.status, []).append(outcome.import_path)
+    lines = []
+    for status, paths in by_status.items():
+        names = ", ".join(paths[:4]) + (f" and {len(paths) - 4} more" if len(paths) > 4 else "")
+        lines.append(f"not audited: {len(paths)} package(s) {SKIP_REASONS.get(status, status)}: {names}")
+        if status == "build-failed":
+            lines.extend(f"    {o.import_path}: {o.detail}" for o in report.packages if o.status == status)
+    return lines
+
+
+def summary(results: Iterable[BenchResult], exit_status: int) -> str:
+    results = list(results)
+    leaks = [r for r in results if r.is_leak]
+    accepted = [r for r in leaks if r.accepted_by_baseline]
+    errors = [r for r in results if r.error]
+    status = {0: "[green]ok[/]", 1: "[bold red]FAIL[/]", 2: "[bold red]ERROR[/]"}.get(exit_status, "?")
+    parts = [f"{len(results)} benchmark(s)", f"{len(leaks) - len(accepted)} new leak(s)"]
+    if accepted:
+        parts.append(f"{len(accepted)} accepted by the baseline")
+    if errors:
+        parts.append(f"{len(errors)} could not be audited")
+    return f"{status}  cgo-audit: " + ", ".join(parts) + f" (exit {exit_status})"

@@ -1,0 +1,337 @@
+"""Launches a target under the shim and gathers what it leaves behind: probe
+snapshots, periodic samples, its output, and its regions after it exits.
+
+Nothing is lost: the counters live in files the target maps, so a target
+that crashes, is killed on timeout or is OOM-killed still reports them."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Sequence
+
+import psutil
+
+from cgo_audit.region import CHeap, Region, RegionInfo, latest_region_of, region_files
+from cgo_audit.sampler import ProcessSample, sample_process
+
+PROBE_FDS_ENV = "CGO_AUDIT_PROBE_FDS"
+REGION_DIR_ENV = "CGO_AUDIT_DIR"
+
+
+@dataclass
+class Snapshot:
+    """The target at one moment: C heap, process and (from the probe) Go side."""
+
+    label: str                      # "before" / "after" (probe), "exit", "sample"
+    time_s: float
+    c_heap: CHeap | None
+    process: ProcessSample | None
+    go: dict[str, int] = field(default_factory=dict)
+    bench: str | None = None
+    n: int | None = None            # b.N when the probe took it
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "label": self.label, "time_s": round(self.time_s, 6), "bench": self.bench, "n": self.n,
+            "c_heap": self.c_heap.as_dict() if self.c_heap else None,
+            "process": self.process.as_dict() if self.process else None,
+            "go": dict(self.go),
+        }
+
+
+@dataclass
+class ImageRecord:
+    """Another program image that ran under the shim during the run."""
+
+    info: RegionInfo
+    c_heap: CHeap
+    relation: str                   # "exec-predecessor" or "child"
+
+
+@dataclass
+class RunRecord:
+    """Everything one run of a target produced."""
+
+    argv: list[str]
+    cwd: str
+    pid: int
+    returncode: int | None = None
+    term_signal: int | None = None
+    timed_out: bool = False
+    elapsed_s: float = 0.0
+    stdout: str = ""
+    stderr: str = ""
+    snapshots: list[Snapshot] = field(default_factory=list)
+    samples: list[ProcessSample] = field(default_factory=list)
+    final_c_heap: CHeap | None = None
+    maxrss_bytes: int = 0
+    others: list[ImageRecord] = field(default_factory=list)
+    preload_active: bool = False
+
+    @property
+    def crashed(self) -> bool:
+        return self.term_signal is not None and not self.timed_out
+
+    def exit_description(self) -> str:
+        if self.timed_out:
+            return f"timed out after {self.elapsed_s:.1f}s and was killed"
+        if self.term_signal is not None:
+            try:
+                name = signal.Signals(self.term_signal).name
+            except ValueError:
+                name = f"signal {self.term_signal}"
+            return f"killed by {name}"
+        return f"exited with status {self.returncode}"
+
+
+class ShimSession:
+    """A directory the shim writes its regions into, and the environment that
+    preloads it. Use as a context manager: the directory goes with it."""
+
+    def __init__(self, shim: Path, keep: bool = False) -> None:
+        self.shim = Path(shim)
+        base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        self.directory = Path(tempfile.mkdtemp(prefix="cgo-audit-", dir=base))
+        self.keep = keep
+
+    def environment(self, base: Mapping[str, str] | None = None,
+                    extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        env = dict(os.environ if base is None else base)
+        preload = env.get("LD_PRELOAD", "").strip()
+        env["LD_PRELOAD"] = f"{self.shim} {preload}".strip()
+        env[REGION_DIR_ENV] = str(self.directory)
+        env.update(extra or {})
+        return env
+
+    def main_cheap(self, pid: int) -> CHeap | None:
+        """Live C heap of pid's current image, or None before its region exists."""
+        path = latest_region_of(self.directory, pid)
+        if path is None:
+            return None
+        with Region(path) as region:
+            return region.cheap() if region.ready() else None
+
+    def main_span(self, pid: int) -> tuple[int, int] | None:
+        """Address span of the shim's side table in pid (its RSS is the shim's)."""
+        path = latest_region_of(self.directory, pid)
+        if path is None:
+            return None
+        with Region(path) as region:
+            if not region.ready():
+                return None
+            return int(region.raw.header.map_start), int(region.raw.header.map_end)
+
+    def images(self) -> Iterator[tuple[RegionInfo, CHeap]]:
+        for _pid, _gen, path in sorted(region_files(self.directory)):
+            try:
+                with Region(path) as region:
+                    if region.ready():
+                        yield region.info(), region.cheap()
+            except (OSError, ValueError):
+                continue
+
+    def close(self) -> None:
+        if not self.keep:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> "ShimSession":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def describe_others(session: ShimSession, pid: int) -> tuple[CHeap | None, list[ImageRecord]]:
+    """The main image's final C heap (pid's newest exec generation), and every
+    other image that ran under the shim, kept apart from it."""
+    images = list(session.images())
+    mine = [image for image in images if image[0].pid == pid]
+    main = max(mine, key=lambda image: image[0].generation) if mine else None
+    others = [ImageRecord(info, cheap, "exec-predecessor" if info.pid == pid else "child")
+              for info, cheap in images if main is None or info is not main[0]]
+    return (main[1] if main else None), others
+
+
+SnapshotHook = Callable[[Snapshot], None]
+SampleHook = Callable[[ProcessSample, "CHeap | None"], None]
+
+
+def run_target(argv: Sequence[str], session: ShimSession, *, cwd: str | os.PathLike[str] | None = None,
+               env_extra: Mapping[str, str] | None = None, timeout_s: float = 300.0,
+               sample_interval_s: float = 0.05, probe: bool = False,
+               on_snapshot: SnapshotHook | None = None, on_sample: SampleHook | None = None,
+               stop_after_s: float | None = None) -> RunRecord:
+    """Runs argv under the shim to completion (or timeout), gathering everything.
+
+    With probe=True the target gets two pipes (CGO_AUDIT_PROBE_FDS): each line
+    it writes is a Go-side snapshot; the harness adds the C heap and process
+    figures of that moment and answers, so the target waits while we read.
+    stop_after_s ends a long-running target (a server) with SIGINT, then SIGKILL."""
+    cwd = str(cwd or os.getcwd())
+    extra = dict(env_extra or {})
+    pass_fds: tuple[int, ...] = ()
+    probe_read = ack_write = None
+    if probe:
+        probe_read, probe_write = os.pipe()
+        ack_read, ack_write = os.pipe()
+        extra[PROBE_FDS_ENV] = f"{probe_write},{ack_read}"
+        pass_fds = (probe_write, ack_read)
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(list(argv), cwd=cwd, env=session.environment(extra=extra),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                pass_fds=pass_fds, start_new_session=True)
+    finally:
+        for fd in pass_fds:
+            os.close(fd)
+    record = RunRecord(argv=list(argv), cwd=cwd, pid=proc.pid)
+    try:
+        _watch(proc, record, session, started, timeout_s, sample_interval_s, probe_read, ack_write,
+               on_snapshot, on_sample, stop_after_s)
+    finally:
+        for fd in (probe_read, ack_write):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        if proc.returncode is None:
+            _kill_group(proc.pid)
+            _reap(proc, record, block=True)
+    record.elapsed_s = time.monotonic() - started
+    record.final_c_heap, record.others = describe_others(session, proc.pid)
+    record.preload_active = record.final_c_heap is not None
+    return record
+
+
+def _kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _reap(proc: subprocess.Popen[bytes], record: RunRecord, block: bool) -> bool:
+    """Reaps the target with wait4 (for its peak RSS); True once it is gone."""
+    try:
+        pid, status, usage = os.wait4(proc.pid, 0 if block else os.WNOHANG)
+    except ChildProcessError:
+        return True
+    if pid == 0:
+        return False
+    record.maxrss_bytes = usage.ru_maxrss * 1024
+    if os.WIFSIGNALED(status):
+        record.term_signal = os.WTERMSIG(status)
+        record.returncode = -record.term_signal
+    else:
+        record.returncode = os.WEXITSTATUS(status)
+    proc.returncode = record.returncode  # Popen must not wait for it again
+    return True
+
+
+def _watch(proc: subprocess.Popen[bytes], record: RunRecord, session: ShimSession, started: float,
+           timeout_s: float, interval_s: float, probe_read: int | None, ack_write: int | None,
+           on_snapshot: SnapshotHook | None, on_sample: SampleHook | None,
+           stop_after_s: float | None) -> None:
+    selector = selectors.DefaultSelector()
+    buffers: dict[int, bytearray] = {}
+    assert proc.stdout is not None and proc.stderr is not None
+    streams = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
+    for fd in streams:
+        os.set_blocking(fd, False)
+        selector.register(fd, selectors.EVENT_READ)
+        buffers[fd] = bytearray()
+    if probe_read is not None:
+        selector.register(probe_read, selectors.EVENT_READ)
+        buffers[probe_read] = bytearray()
+    ps_proc = psutil.Process(proc.pid)
+    next_sample = started
+    stop_sent = False
+    gone = False
+    gone_at = 0.0
+    span: tuple[int, int] | None = None
+    while True:
+        now = time.monotonic()
+        elapsed = now - started
+        if not gone and elapsed > timeout_s:
+            record.timed_out = True
+            _kill_group(proc.pid)
+        if not gone and stop_after_s is not None and elapsed > stop_after_s and not stop_sent:
+            stop_sent = True
+            _kill_group(proc.pid, signal.SIGINT)
+        if stop_sent and not gone and elapsed > stop_after_s + 5:
+            _kill_group(proc.pid)
+        if not gone and now >= next_sample:
+            if span is None:
+                span = session.main_span(proc.pid)
+            sample = sample_process(ps_proc, elapsed, span)
+            if sample is not None:
+                record.samples.append(sample)
+                if on_sample is not None:
+                    on_sample(sample, _safe_cheap(session, proc.pid))
+            next_sample = now + interval_s
+        if not gone and _reap(proc, record, block=False):
+            gone, gone_at = True, now
+        if gone and (not selector.get_map() or now - gone_at > 1.0):
+            break  # a grandchild may hold the pipes open: do not wait for it
+        wait = max(0.0, min(next_sample - now, 0.05)) if not gone else 0.05
+        for key, _ in selector.select(timeout=wait):
+            fd = key.fd
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                selector.unregister(fd)
+                continue
+            if fd == probe_read:
+                buffers[fd].extend(chunk)
+                while b"\n" in buffers[fd]:
+                    line, _, rest = bytes(buffers[fd]).partition(b"\n")
+                    buffers[fd] = bytearray(rest)
+                    snap = _probe_snapshot(line, session, proc.pid, ps_proc, time.monotonic() - started, span)
+                    if snap is not None:
+                        record.snapshots.append(snap)
+                        if on_snapshot is not None:
+                            on_snapshot(snap)
+                    if ack_write is not None:
+                        try:
+                            os.write(ack_write, b"ok\n")
+                        except OSError:
+                            pass
+            else:
+                buffers[fd].extend(chunk)
+    selector.close()
+    for fd, name in streams.items():
+        setattr(record, name, buffers[fd].decode(errors="replace"))
+
+
+def _safe_cheap(session: ShimSession, pid: int) -> CHeap | None:
+    try:
+        return session.main_cheap(pid)
+    except (OSError, ValueError):
+        return None
+
+
+def _probe_snapshot(line: bytes, session: ShimSession, pid: int, ps_proc: psutil.Process,
+                    time_s: float, span: tuple[int, int] | None) -> Snapshot | None:
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return None
+    if message.get("event") != "snapshot":
+        return None
+    span = span or session.main_span(pid)
+    return Snapshot(label=str(message.get("phase")), time_s=time_s, c_heap=_safe_cheap(session, pid),
+                    process=sample_process(ps_proc, time_s, span),
+                    go={k: int(v) for k, v in (message.get("go") or {}).items()},
+                    bench=message.get("bench"), n=message.get("n"))

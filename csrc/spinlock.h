@@ -1,0 +1,28 @@
+/* The shim's one lock: a test-and-test-and-set spinlock that yields after a
+ * short spin. Held only around table probes, never across a call that could
+ * re-enter the allocator. */
+#ifndef CGO_AUDIT_SPINLOCK_H
+#define CGO_AUDIT_SPINLOCK_H
+
+#include <sched.h>
+
+static inline void spin_acquire(int *lock)
+{
+    unsigned spins = 0;
+    while (__atomic_exchange_n(lock, 1, __ATOMIC_ACQUIRE)) {
+        while (__atomic_load_n(lock, __ATOMIC_RELAXED)) {
+            if (++spins < 128) {
+                __builtin_ia32_pause();
+            } else {
+                sched_yield();
+            }
+        }
+    }
+}
+
+static inline void spin_release(int *lock)
+{
+    __atomic_store_n(lock, 0, __ATOMIC_RELEASE);
+}
+
+#endif

@@ -1,0 +1,46 @@
+"""Fixtures shared by the tests: the real shim, real Go binaries, real processes."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cgo_audit.driver import build_go_command
+from cgo_audit.shimbuild import build_shim
+
+from helpers import FIXTURES, REPO
+
+
+@pytest.fixture(scope="session")
+def shim_path() -> Path:
+    return build_shim()
+
+
+@pytest.fixture(scope="session")
+def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("build")
+
+
+@pytest.fixture(scope="session")
+def cstring_driver(build_dir: Path) -> Path:
+    return build_go_command(FIXTURES, "./cmd/cstring-driver", build_dir / "cstring-driver")
+
+
+def build_c_test(build_dir: Path, name: str) -> Path:
+    output = build_dir / name
+    subprocess.run(["cc", "-O2", "-g", "-Wall", "-Wextra", "-Werror", "-I", str(REPO / "csrc"),
+                    "-o", str(output), str(REPO / "csrc" / "tests" / f"{name}.c"), "-lpthread", "-ldl"],
+                   check=True)
+    return output
+
+
+@pytest.fixture(scope="session")
+def stress_binary(build_dir: Path) -> Path:
+    return build_c_test(build_dir, "stress")
+
+
+@pytest.fixture(scope="session")
+def forker_binary(build_dir: Path) -> Path:
+    return build_c_test(build_dir, "forker")

@@ -1,0 +1,60 @@
+"""Helpers the test files share (imported, never copied)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Mapping
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "go_fixtures"
+CSTRING_PACKAGE = "github.com/cgo-audit/cgo-audit/go_fixtures/cstring"
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: Mapping[str, str] | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """`python -m cgo_audit ARGS` as a user would run it."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "cgo_audit", *args], cwd=cwd or REPO, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """Exit status 2, one line on stderr naming the problem, and no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def write_module(root: Path, files: Mapping[str, str], module: str = "example.com/m") -> Path:
+    """A throwaway Go module: {relative path: source}."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "go.mod").write_text(f"module {module}\n\ngo 1.22\n")
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip())
+    return root
+
+
+def audit_json(tmp_path: Path, *args: str, cwd: Path | None = None,
+               env: Mapping[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """Runs `cgo-audit bench --json` and returns the process and its report."""
+    out = tmp_path / "report.json"
+    proc = run_cli("bench", "--json", str(out), *args, cwd=cwd, env=env)
+    report = json.loads(out.read_text()) if out.exists() else {}
+    return proc, report
+
+
+def result_named(report: dict[str, Any], name: str) -> dict[str, Any]:
+    matches = [r for r in report["results"] if r["name"] == name]
+    assert len(matches) == 1, [r["name"] for r in report["results"]]
+    return matches[0]

@@ -1,0 +1,91 @@
+"""`cgo-audit bench` on the bundled fixtures: the seed's leak at exactly
+26 B/op in 2 allocs/op with the Go heap flat, its fix clean."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers import CSTRING_PACKAGE, FIXTURES, audit_json, result_named, run_cli
+
+BASELINE = FIXTURES / "cgo-audit-baseline.json"
+
+
+@pytest.fixture(scope="module")
+def cstring_audit(tmp_path_factory):
+    return audit_json(tmp_path_factory.mktemp("audit"), "--dir", str(FIXTURES), "./cstring")
+
+
+def test_leaky_benchmark_leaks_exactly_26_bytes_in_2_allocs_per_op(cstring_audit):
+    proc, report = cstring_audit
+    leaky = result_named(report, "BenchmarkGetValueLeaky")
+    assert leaky["package"] == CSTRING_PACKAGE
+    assert leaky["verdict"] == "cgo-leak" and leaky["verdicts"] == ["cgo-leak"]
+    assert leaky["c_leak_bytes_per_op"] == 26.0
+    assert leaky["c_leak_allocs_per_op"] == 2.0
+    assert abs(leaky["go_heap_growth_bytes_per_op"]) < 16
+    assert leaky["growth"]["c_bytes"]["shape"] == "linear"
+    samples = leaky["samples"]
+    assert len(samples) >= 4 and all(s["source"] == "probe" for s in samples)
+    for sample in samples:  # every run, not just the fit: 26 bytes per operation
+        assert sample["c_live_bytes"] == 26 * sample["ops"]
+        assert sample["c_live_allocs"] == 2 * sample["ops"]
+
+
+def test_fixed_benchmark_is_clean(cstring_audit):
+    proc, report = cstring_audit
+    fixed = result_named(report, "BenchmarkGetValueFixed")
+    assert fixed["verdict"] == "clean" and fixed["verdicts"] == ["clean"]
+    assert fixed["c_leak_bytes_per_op"] == 0.0 and fixed["c_leak_allocs_per_op"] == 0.0
+    assert all(s["c_live_bytes"] == 0 for s in fixed["samples"])
+
+
+def test_terminal_report_reads_like_benchmem_and_says_pprof_is_blind(cstring_audit):
+    proc, report = cstring_audit
+    assert proc.returncode == 1 and report["exit_status"] == 1  # a leak, and no baseline
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("BenchmarkGetValueLeaky"))
+    assert "26.00 C-B/op" in line and "2.00 C-allocs/op" in line and "cgo-leak" in line
+    assert "go tool pprof cannot see this leak" in " ".join(proc.stdout.split())
+    assert "Traceback" not in proc.stderr
+
+
+def test_json_keeps_its_field_names(cstring_audit):
+    _, report = cstring_audit
+    for result in report["results"]:
+        for field in ("package", "name", "verdict", "c_leak_bytes_per_op", "c_leak_allocs_per_op",
+                      "rss_growth_bytes_per_op", "go_heap_growth_bytes_per_op", "samples"):
+            assert field in result
+            assert isinstance(result[field], (str, float, list))
+
+
+def test_baseline_accepts_the_known_leak(tmp_path):
+    proc, report = audit_json(tmp_path, "--dir", str(FIXTURES), "--baseline", str(BASELINE),
+                              "--sizes", "100,200,400,800", "./cstring")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert result_named(report, "BenchmarkGetValueLeaky")["accepted_by_baseline"] is True
+
+
+def test_baseline_fails_a_leak_that_grew(tmp_path):
+    tight = tmp_path / "tight.json"
+    data = json.loads(BASELINE.read_text())
+    data["accepted"][0]["max_c_leak_bytes_per_op"] = 20
+    tight.write_text(json.dumps(data))
+    proc, report = audit_json(tmp_path, "--dir", str(FIXTURES), "--baseline", str(tight),
+                              "--sizes", "100,200,400", "./cstring")
+    assert proc.returncode == 1
+    assert result_named(report, "BenchmarkGetValueLeaky")["accepted_by_baseline"] is False
+
+
+def test_without_the_probe_exit_figures_are_still_exact(tmp_path):
+    proc, report = audit_json(tmp_path, "--dir", str(FIXTURES), "--no-probe", "--sizes", "100,300,900",
+                              "--bench", "Leaky", "./cstring")
+    leaky = result_named(report, "BenchmarkGetValueLeaky")
+    assert all(s["source"] == "exit" for s in leaky["samples"])
+    assert leaky["c_leak_bytes_per_op"] == 26.0 and leaky["c_leak_allocs_per_op"] == 2.0
+    assert proc.returncode == 1
+
+
+def test_python_dash_m_and_help_work():
+    proc = run_cli("--help")
+    assert proc.returncode == 0 and "bench" in proc.stdout
