@@ -31,20 +31,25 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from cgo_audit.golayout import read_layout  # noqa: E402
 from cgo_audit.shimbuild import build_shim  # noqa: E402
 
 
 def build_workloads(workdir: Path) -> dict[str, Path]:
     loop = workdir / "cstringloop"
-    subprocess.run(["go", "build", "-o", str(loop), "."], cwd=HERE / "cstringloop", check=True)
+    # Built as the audit builds: C with frame pointers, for the stack walk.
+    env = dict(os.environ, CGO_CFLAGS="-O2 -g -fno-omit-frame-pointer")
+    subprocess.run(["go", "build", "-o", str(loop), "."], cwd=HERE / "cstringloop", check=True, env=env)
     cmalloc = workdir / "cmalloc"
     subprocess.run(["cc", "-O2", "-fno-builtin", "-o", str(cmalloc), str(HERE / "cmalloc.c")], check=True)
     return {"cstringloop": loop, "cmalloc": cmalloc}
 
 
-def modes(shim: Path, regions: Path) -> dict[str, dict[str, object]]:
-    """Mode name -> how to run a workload in it (argv prefix, environment)."""
-    preload = {"LD_PRELOAD": str(shim), "CGO_AUDIT_DIR": str(regions)}
+def modes(shim: Path, regions: Path, go_binary: Path) -> dict[str, dict[str, object]]:
+    """Mode name -> how to run a workload in it (argv prefix, environment).
+    The stack modes walk the goroutine too, given the Go binary's layout."""
+    preload = {"LD_PRELOAD": str(shim), "CGO_AUDIT_DIR": str(regions),
+               "CGO_AUDIT_GO_LAYOUT": read_layout(go_binary).environment_value()}
     found = {
         "plain": {"prefix": [], "env": {}},
         "shim: counting": {"prefix": [], "env": dict(preload)},
@@ -57,10 +62,13 @@ def modes(shim: Path, regions: Path) -> dict[str, dict[str, object]]:
     return found
 
 
-def run_once(binary: Path, iterations: int, mode: dict[str, object]) -> float:
+def run_once(binary: Path, iterations: int, mode: dict[str, object], cpu: int | None) -> float:
     env = dict(os.environ)
     env.update(mode["env"])  # type: ignore[arg-type]
     argv = [*mode["prefix"], str(binary), "-n", str(iterations)]  # type: ignore[misc]
+    if cpu is not None:
+        # One CPU for every mode: the scheduler moving threads is the largest noise here.
+        argv = ["taskset", "-c", str(cpu), *argv]
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
     # The loop prints its own wall time in ns on a line of its own (heaptrack
     # adds lines of its own around it).
@@ -74,12 +82,14 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=2_000_000)
     parser.add_argument("--workloads", default="cstringloop,cmalloc")
     parser.add_argument("--json", type=Path, default=HERE / "results" / "overhead.json")
+    parser.add_argument("--cpu", type=int, default=(os.cpu_count() or 1) - 1,
+                        help="pin every run to this CPU (-1: do not pin)")
     args = parser.parse_args()
     shim = build_shim()
     with tempfile.TemporaryDirectory(prefix="cgo-audit-bench-") as work:
         workdir = Path(work)
         binaries = build_workloads(workdir)
-        table = modes(shim, workdir)
+        table = modes(shim, workdir, binaries["cstringloop"])
         results: dict[str, dict[str, list[float]]] = {}
         started = time.monotonic()
         for workload in args.workloads.split(","):
@@ -88,7 +98,8 @@ def main() -> int:
                 order = list(table)
                 random.shuffle(order)
                 for name in order:
-                    samples[name].append(run_once(binaries[workload], args.iterations, table[name]))
+                    samples[name].append(run_once(binaries[workload], args.iterations, table[name],
+                                                  args.cpu if args.cpu >= 0 and shutil.which("taskset") else None))
             results[workload] = samples
     summary = report(results, args, time.monotonic() - started)
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +109,7 @@ def main() -> int:
 
 
 def report(results: dict[str, dict[str, list[float]]], args: argparse.Namespace, seconds: float) -> dict:
-    command = f"python bench/overhead.py --reps {args.reps} --iterations {args.iterations}"
+    command = f"python bench/overhead.py --reps {args.reps} --iterations {args.iterations} --cpu {args.cpu}"
     print(f"$ {command}    ({os.cpu_count()} CPUs, {seconds:.0f}s)")
     summary: dict[str, object] = {"command": command, "cpus": os.cpu_count(), "workloads": {}}
     for workload, samples in results.items():

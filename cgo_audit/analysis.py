@@ -34,7 +34,12 @@ GO_HEAP = Metric("go_heap_bytes", "Go heap", "B", 128 * 1024)
 GOROUTINES = Metric("goroutines", "goroutines", "goroutines", 3)
 FDS = Metric("fds", "file descriptors", "fds", 3)
 RSS = Metric("rss_bytes", "RSS", "B", 4 * 1024 * 1024)
-METRICS = (C_BYTES, C_ALLOCS, GO_HEAP, GOROUTINES, FDS, RSS)
+# What can explain RSS growth without a leak: memory used and given back
+# late (C freed by finalizers after a GC) shows in the C heap's peak; a Go
+# heap that grew and was collected shows in the memory Go has mapped.
+C_PEAK = Metric("c_peak_bytes", "C heap peak", "B", 4 * 1024 * 1024)
+GO_MAPPED = Metric("go_mapped_bytes", "memory mapped by Go", "B", 4 * 1024 * 1024)
+METRICS = (C_BYTES, C_ALLOCS, GO_HEAP, GOROUTINES, FDS, RSS, C_PEAK, GO_MAPPED)
 
 
 @dataclass(frozen=True)
@@ -96,8 +101,13 @@ def classify(metric: Metric, xs: Sequence[float], ys: Sequence[float]) -> Growth
     if abs(total) < metric.floor and abs(slope * (xs[-1] - xs[0])) < metric.floor:
         return Growth(metric.key, FLAT, slope, slope, total, r2, segments)
     steps = [ys[i + 1] - ys[i] for i in range(len(ys) - 1)]
-    if (abs(last_growth) < metric.floor / 2 and ys[-2] - ys[0] >= metric.floor / 2
-            and all(step > -metric.floor / 2 for step in steps)):
+    risen = ys[-2] - ys[0]
+    # Flat within half the floor, or within a tenth of the rise (a filled
+    # cache's contents vary a little from run to run; a leak's last step,
+    # with sizes doubling, is as large as everything before it).
+    tolerance = max(metric.floor / 2, 0.1 * risen)
+    if (abs(last_growth) < tolerance and risen >= metric.floor / 2
+            and all(step > -tolerance for step in steps)):
         # Rose without falling back, then stopped: a bounded structure filling up.
         return Growth(metric.key, PLATEAU, segments[-1], slope, total, r2, segments)
     if len(xs) < 3:
@@ -108,6 +118,15 @@ def classify(metric: Metric, xs: Sequence[float], ys: Sequence[float]) -> Growth
         return Growth(metric.key, NOISY, slope, slope, total, r2, segments)
     # Undecided shapes report the plain fit: a tail slope could rest on one outlier.
     return Growth(metric.key, GROWING, slope, slope, total, r2, segments)
+
+
+def rss_explained(growth: Mapping[str, Growth]) -> bool:
+    """RSS growth that the C heap's peak or Go's mapped memory accounts for
+    (at least half of it) is memory in use and given back late, not lost."""
+    rss = growth[RSS.key].total
+    accounted = sum(max(growth[key].total, 0.0) for key in (C_PEAK.key, GO_MAPPED.key)
+                    if key in growth and growth[key].shape in (LINEAR, GROWING, PLATEAU))
+    return rss > 0 and accounted >= 0.5 * rss
 
 
 # Verdicts, in the order the main one is chosen: the most specific cause first.
@@ -141,8 +160,9 @@ def decide(growth: Mapping[str, Growth]) -> Verdicts:
         found.append(GOROUTINE_LEAK)
     if leaking(GO_HEAP.key):
         found.append(GO_HEAP_LEAK)
-    if leaking(RSS.key) and not found:
+    if leaking(RSS.key) and not found and not rss_explained(growth):
         found.append(RSS_UNEXPLAINED)
     ordered = tuple(v for v in VERDICT_ORDER if v in found)
-    undecided = tuple(key for key, g in growth.items() if g.shape in UNDECIDED and key != RSS.key)
+    undecided = tuple(key for key, g in growth.items()
+                      if g.shape in UNDECIDED and key not in (RSS.key, C_PEAK.key, GO_MAPPED.key))
     return Verdicts(main=ordered[0] if ordered else CLEAN, all=ordered or (CLEAN,), undecided=undecided)

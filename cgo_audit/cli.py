@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import sys
 import traceback
@@ -54,11 +55,16 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                        help="target length of the largest run (default 0.4)")
     bench.add_argument("--timeout", type=float, default=120.0, help="seconds before a run is killed")
     bench.add_argument("--tags", default="", help="build tags, comma-separated")
-    bench.add_argument("--go-flags", default="", help="extra flags for go test -c, space-separated")
+    bench.add_argument("--go-flags", default="", help="extra flags for go test -c, split like a shell would: \"-ldflags='-s -w'\"")
     bench.add_argument("--no-probe", action="store_true",
                        help="do not add the probe file; take figures at process exit")
+    bench.add_argument("--stacks", choices=("all", "sampled", "off"), default="all",
+                       help="allocation stacks for leak sites: every allocation (default), sampled, or off")
+    bench.add_argument("--sample-bytes", type=int, default=512 * 1024,
+                       help="with --stacks sampled: mean bytes between samples (default 512 KiB, like Go)")
     bench.add_argument("--baseline", type=Path, help="JSON file of accepted known leaks")
     bench.add_argument("--json", type=Path, help="write the JSON report here")
+    bench.add_argument("--pprof", type=Path, help="write the C-heap leak as a gzipped pprof profile here")
     bench.add_argument("--quiet", action="store_true", help="only leaks, errors and the summary")
 
 
@@ -72,8 +78,8 @@ def run_bench(args: argparse.Namespace, console: Console) -> int:
     settings = BenchSettings(
         patterns=args.patterns, directory=args.dir.resolve(), bench_regex=args.bench, sizes=args.sizes,
         run_seconds=args.run_seconds, run_timeout_s=args.timeout,
-        tags=[t for t in args.tags.split(",") if t], go_flags=args.go_flags.split(),
-        probe=not args.no_probe)
+        tags=[t for t in args.tags.split(",") if t], go_flags=shlex.split(args.go_flags),
+        probe=not args.no_probe, stacks=args.stacks, sample_bytes=args.sample_bytes)
     live = console.is_terminal and not args.quiet
     progress = (lambda msg: console.print(f"[dim]  {msg[:76]}[/]".ljust(79), end="\r")) if live else (lambda _msg: None)
     report = audit_benchmarks(settings, progress=progress)
@@ -84,6 +90,12 @@ def run_bench(args: argparse.Namespace, console: Console) -> int:
     render(report, status, console, quiet=args.quiet)
     if args.json:
         write_json(report, status, args.json)
+    if args.pprof:
+        from cgo_audit.report.pprof import write_pprof
+
+        samples = write_pprof(report, args.pprof)
+        if not args.quiet:
+            console.print(f"pprof: {samples} leaking stack(s) in {args.pprof} (go tool pprof -top {args.pprof})")
     return status
 
 

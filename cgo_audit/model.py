@@ -9,12 +9,17 @@ from typing import Any
 
 from cgo_audit.analysis import Growth, Verdicts
 from cgo_audit.gctrace import parse_gctrace
+from cgo_audit.region import StackRecord
 from cgo_audit.runner import RunRecord, Snapshot
+from cgo_audit.sampler import Mapping
+from cgo_audit.sites import Site, stack_deltas
+from cgo_audit.symbolize import Symbolizer
 
 GO_HEAP_LIVE = "/gc/heap/live:bytes"
 GO_GOROUTINES = "/sched/goroutines:goroutines"
 GO_CGO_CALLS = "/cgo/go-to-c-calls:calls"
 GO_FINALIZERS_RUN = "/gc/finalizers/executed:finalizers"
+GO_MAPPED = "/memory/classes/total:bytes"
 
 BENCH_LINE = re.compile(r"^(Benchmark\S+?)(?:-\d+)?\s+(\d+)\s+([\d.]+) ns/op", re.M)
 
@@ -36,6 +41,8 @@ class RunPoint:
     sockets: int | None
     threads: int | None
     rss_bytes: int | None
+    c_peak_bytes: int | None
+    go_mapped_bytes: int | None
     cgo_calls: int | None
     finalizers_run: int | None
     elapsed_s: float
@@ -43,6 +50,10 @@ class RunPoint:
     status: str                     # how the process ended
     ok: bool
     record: RunRecord | None = field(default=None, repr=False, compare=False)
+    # Growth per allocation stack over the same window (empty with stacks off).
+    stacks: dict[tuple[int, ...], tuple[StackRecord, int, int]] = field(default_factory=dict, repr=False)
+    live_stacks: list[StackRecord] = field(default_factory=list, repr=False)   # all live at the end
+    maps: list[Mapping] = field(default_factory=list, repr=False)
 
     def as_sample(self) -> dict[str, Any]:
         return {
@@ -50,7 +61,8 @@ class RunPoint:
             "c_live_bytes": self.c_bytes, "c_live_allocs": self.c_allocs,
             "go_heap_live_bytes": self.go_heap_bytes, "goroutines": self.goroutines,
             "fds": self.fds, "sockets": self.sockets, "threads": self.threads,
-            "rss_bytes": self.rss_bytes, "cgo_calls": self.cgo_calls,
+            "rss_bytes": self.rss_bytes, "c_peak_bytes": self.c_peak_bytes,
+            "go_mapped_bytes": self.go_mapped_bytes, "cgo_calls": self.cgo_calls,
             "finalizers_run": self.finalizers_run, "elapsed_s": round(self.elapsed_s, 4),
             "ns_per_op": self.ns_per_op, "status": self.status,
         }
@@ -88,8 +100,12 @@ def point_from_run(record: RunRecord, n: int, bench: str) -> RunPoint:
             threads=_process_delta(first, last, "num_threads"),
             rss_bytes=(last.process.target_rss_bytes - first.process.target_rss_bytes
                        if first.process and last.process else None),
+            c_peak_bytes=last.c_heap.peak_live_bytes - first.c_heap.peak_live_bytes,
+            go_mapped_bytes=_delta(first, last, GO_MAPPED),
             cgo_calls=_delta(first, last, GO_CGO_CALLS), finalizers_run=_delta(first, last, GO_FINALIZERS_RUN),
-            elapsed_s=record.elapsed_s, ns_per_op=ns_per_op, status=status, ok=True, record=record)
+            elapsed_s=record.elapsed_s, ns_per_op=ns_per_op, status=status, ok=True, record=record,
+            stacks=stack_deltas(first.stacks or [], last.stacks or []), live_stacks=last.stacks or [],
+            maps=record.maps)
     cheap = record.final_c_heap
     cycles = parse_gctrace(record.stderr)
     last_sample = record.samples[-1] if record.samples else None
@@ -100,8 +116,10 @@ def point_from_run(record: RunRecord, n: int, bench: str) -> RunPoint:
         fds=last_sample.num_fds if last_sample else None,
         sockets=last_sample.num_sockets if last_sample else None,
         threads=last_sample.num_threads if last_sample else None,
-        rss_bytes=record.maxrss_bytes or None, cgo_calls=None, finalizers_run=None,
-        elapsed_s=record.elapsed_s, ns_per_op=ns_per_op, status=status, ok=not failed, record=record)
+        rss_bytes=record.maxrss_bytes or None, c_peak_bytes=cheap.peak_live_bytes if cheap else None,
+        go_mapped_bytes=None, cgo_calls=None, finalizers_run=None,
+        elapsed_s=record.elapsed_s, ns_per_op=ns_per_op, status=status, ok=not failed, record=record,
+        stacks=stack_deltas([], record.final_stacks), live_stacks=record.final_stacks, maps=record.maps)
 
 
 def _process_delta(first: Snapshot, last: Snapshot, name: str) -> int | None:
@@ -122,6 +140,10 @@ class BenchResult:
     notes: list[str] = field(default_factory=list)
     accepted_by_baseline: bool = False
     error: str | None = None        # the audit of this benchmark could not finish
+    sites: list[Site] = field(default_factory=list)
+    symbolizer: Symbolizer | None = field(default=None, repr=False)  # frames of every stack measured
+    runtime_c_bytes_per_op: float = 0.0   # the runtime's own C allocations, left out of sites
+    sample_period_bytes: int = 0          # > 0: sites are estimates from sampled stacks
 
     @property
     def verdict(self) -> str:

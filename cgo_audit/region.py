@@ -57,6 +57,50 @@ class CHeap:
 
 
 @dataclass(frozen=True)
+class StackRecord:
+    """One distinct allocation stack and the live heap its allocations hold."""
+
+    frames: tuple[int, ...]       # return addresses, innermost first
+    go_walk: bool                 # Go frames came from the goroutine walk
+    ends_with_go_statement: bool  # the last frame is the go statement's PC
+    live_bytes: int
+    live_allocs: int
+
+
+GO_WALK_FLAG, GOPC_FLAG = 1, 2
+
+
+@dataclass(frozen=True)
+class StackMode:
+    mode: int                     # 0 off, 1 every allocation, 2 sampled
+    sample_period_bytes: int
+    go_walks: int
+    stacks_dropped: int
+
+
+def read_stacks(region: Any) -> list[StackRecord]:
+    """Every stack the shim has stored (the table is dense: stacks[0:used])."""
+    ffi = shim_ffi()
+    used = min(int(region.header.stacks_used), int(region.header.stack_capacity))
+    records = []
+    for i in range(used):
+        entry = region.stacks[i]
+        depth = min(int(entry.depth), len(entry.frames))
+        flags = int(entry.mode_flags)
+        records.append(StackRecord(
+            frames=tuple(ffi.unpack(entry.frames, depth)), go_walk=bool(flags & GO_WALK_FLAG),
+            ends_with_go_statement=bool(flags & GOPC_FLAG), live_bytes=int(entry.live_bytes),
+            live_allocs=int(entry.live_allocs)))
+    return records
+
+
+def read_stack_mode(region: Any) -> StackMode:
+    header = region.header
+    return StackMode(int(header.stack_mode), int(header.sample_period_bytes), int(header.go_walks),
+                     int(header.stacks_dropped))
+
+
+@dataclass(frozen=True)
 class RegionInfo:
     """Who wrote a region: one program image of one process."""
 
@@ -119,6 +163,12 @@ class Region:
 
     def cheap(self) -> CHeap:
         return read_cheap(self._view)
+
+    def stacks(self) -> list[StackRecord]:
+        return read_stacks(self._view)
+
+    def stack_mode(self) -> StackMode:
+        return read_stack_mode(self._view)
 
     def info(self) -> RegionInfo:
         ffi = shim_ffi()

@@ -20,8 +20,8 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import psutil
 
-from cgo_audit.region import CHeap, Region, RegionInfo, latest_region_of, region_files
-from cgo_audit.sampler import ProcessSample, sample_process
+from cgo_audit.region import CHeap, Region, RegionInfo, StackMode, StackRecord, latest_region_of, region_files
+from cgo_audit.sampler import Mapping, ProcessSample, read_maps, sample_process
 
 PROBE_FDS_ENV = "CGO_AUDIT_PROBE_FDS"
 REGION_DIR_ENV = "CGO_AUDIT_DIR"
@@ -38,6 +38,7 @@ class Snapshot:
     go: dict[str, int] = field(default_factory=dict)
     bench: str | None = None
     n: int | None = None            # b.N when the probe took it
+    stacks: list[StackRecord] | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -76,6 +77,9 @@ class RunRecord:
     maxrss_bytes: int = 0
     others: list[ImageRecord] = field(default_factory=list)
     preload_active: bool = False
+    final_stacks: list[StackRecord] = field(default_factory=list)
+    stack_mode: StackMode | None = None
+    maps: list[Mapping] = field(default_factory=list)   # the last ones seen while it ran
 
     @property
     def crashed(self) -> bool:
@@ -114,11 +118,21 @@ class ShimSession:
 
     def main_cheap(self, pid: int) -> CHeap | None:
         """Live C heap of pid's current image, or None before its region exists."""
+        cheap, _ = self.main_state(pid, stacks=False)
+        return cheap
+
+    def main_state(self, pid: int, stacks: bool) -> tuple[CHeap | None, list[StackRecord] | None]:
+        """The C heap (and, if asked, the stacks) of pid's current image."""
         path = latest_region_of(self.directory, pid)
         if path is None:
-            return None
-        with Region(path) as region:
-            return region.cheap() if region.ready() else None
+            return None, None
+        try:
+            with Region(path) as region:
+                if not region.ready():
+                    return None, None
+                return region.cheap(), region.stacks() if stacks else None
+        except (OSError, ValueError):
+            return None, None
 
     def main_span(self, pid: int) -> tuple[int, int] | None:
         """Address span of the shim's side table in pid (its RSS is the shim's)."""
@@ -210,6 +224,12 @@ def run_target(argv: Sequence[str], session: ShimSession, *, cwd: str | os.PathL
     record.elapsed_s = time.monotonic() - started
     record.final_c_heap, record.others = describe_others(session, proc.pid)
     record.preload_active = record.final_c_heap is not None
+    path = latest_region_of(session.directory, proc.pid)
+    if path is not None:
+        with Region(path) as region:
+            if region.ready():
+                record.final_stacks = region.stacks()
+                record.stack_mode = region.stack_mode()
     return record
 
 
@@ -273,11 +293,14 @@ def _watch(proc: subprocess.Popen[bytes], record: RunRecord, session: ShimSessio
         if not gone and now >= next_sample:
             if span is None:
                 span = session.main_span(proc.pid)
+            maps = read_maps(proc.pid)
+            if maps:
+                record.maps = maps
             sample = sample_process(ps_proc, elapsed, span)
             if sample is not None:
                 record.samples.append(sample)
                 if on_sample is not None:
-                    on_sample(sample, _safe_cheap(session, proc.pid))
+                    on_sample(sample, session.main_cheap(proc.pid))
             next_sample = now + interval_s
         if not gone and _reap(proc, record, block=False):
             gone, gone_at = True, now
@@ -299,6 +322,9 @@ def _watch(proc: subprocess.Popen[bytes], record: RunRecord, session: ShimSessio
                     line, _, rest = bytes(buffers[fd]).partition(b"\n")
                     buffers[fd] = bytearray(rest)
                     snap = _probe_snapshot(line, session, proc.pid, ps_proc, time.monotonic() - started, span)
+                    maps = read_maps(proc.pid)
+                    if maps:
+                        record.maps = maps
                     if snap is not None:
                         record.snapshots.append(snap)
                         if on_snapshot is not None:
@@ -315,13 +341,6 @@ def _watch(proc: subprocess.Popen[bytes], record: RunRecord, session: ShimSessio
         setattr(record, name, buffers[fd].decode(errors="replace"))
 
 
-def _safe_cheap(session: ShimSession, pid: int) -> CHeap | None:
-    try:
-        return session.main_cheap(pid)
-    except (OSError, ValueError):
-        return None
-
-
 def _probe_snapshot(line: bytes, session: ShimSession, pid: int, ps_proc: psutil.Process,
                     time_s: float, span: tuple[int, int] | None) -> Snapshot | None:
     try:
@@ -331,7 +350,8 @@ def _probe_snapshot(line: bytes, session: ShimSession, pid: int, ps_proc: psutil
     if message.get("event") != "snapshot":
         return None
     span = span or session.main_span(pid)
-    return Snapshot(label=str(message.get("phase")), time_s=time_s, c_heap=_safe_cheap(session, pid),
+    cheap, stacks = session.main_state(pid, stacks=True)
+    return Snapshot(label=str(message.get("phase")), time_s=time_s, c_heap=cheap,
                     process=sample_process(ps_proc, time_s, span),
                     go={k: int(v) for k, v in (message.get("go") or {}).items()},
-                    bench=message.get("bench"), n=message.get("n"))
+                    bench=message.get("bench"), n=message.get("n"), stacks=stacks)

@@ -70,6 +70,32 @@ def rss_in_span(pid: int, start: int, end: int) -> int:
     return total
 
 
+@dataclass(frozen=True)
+class Mapping:
+    """One executable mapping of a process (from /proc/PID/maps)."""
+
+    start: int
+    end: int
+    offset: int
+    path: str
+
+
+def read_maps(pid: int) -> list[Mapping]:
+    """The executable, file-backed mappings of pid (empty once it has gone)."""
+    mappings = []
+    try:
+        with open(f"/proc/{pid}/maps") as maps:
+            for line in maps:
+                parts = line.split(maxsplit=5)
+                if len(parts) < 6 or "x" not in parts[1] or not parts[5].startswith("/"):
+                    continue
+                low, _, high = parts[0].partition("-")
+                mappings.append(Mapping(int(low, 16), int(high, 16), int(parts[2], 16), parts[5].strip()))
+    except OSError:
+        return []
+    return mappings
+
+
 def sample_process(proc: psutil.Process, time_s: float, shim_span: tuple[int, int] | None = None
                    ) -> ProcessSample | None:
     """One sample of proc, or None once it has gone."""

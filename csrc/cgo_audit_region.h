@@ -12,7 +12,7 @@
 
 /* CDEF-BEGIN */
 #define CGO_AUDIT_MAGIC 0x544944554130474f
-#define CGO_AUDIT_LAYOUT_VERSION 3
+#define CGO_AUDIT_LAYOUT_VERSION 4
 
 /* Counter slots. Slot 0 is shared (updated with atomic read-modify-write);
  * slots 1.. are each owned by one thread at a time, so the owner updates
@@ -61,12 +61,10 @@ struct cgo_audit_counters {
 struct cgo_audit_stack {
     uint64_t hash;               /* 0 = empty entry */
     uint32_t depth;
-    uint32_t mode_flags;         /* 1 = go frames came from the goroutine frame-pointer walk */
+    uint32_t mode_flags;         /* 1: Go frames from the goroutine walk; 2: last frame is the go statement */
     uint64_t frames[CGO_AUDIT_STACK_DEPTH];
     int64_t live_bytes;
     int64_t live_allocs;
-    uint64_t total_allocs;
-    uint64_t total_alloc_bytes;
 };
 
 struct cgo_audit_header {

@@ -86,6 +86,8 @@ static size_t bootstrap_size(const void *p)
 struct thread_state {
     struct cgo_audit_counters *counters; /* NULL until this thread's first call */
     int64_t unflushed_bytes;             /* live-byte delta not yet in the global (peak) */
+    int64_t sample_countdown;            /* sampled stacks: bytes until the next sample */
+    int sampling;                        /* sample_countdown has been drawn */
     int slot;                            /* >0 owned; 0 the shared slot */
     int reentry;                         /* >0 inside the shim: nested calls pass through */
     int in_thread_create;
@@ -253,6 +255,32 @@ static inline void count_free(uint64_t meta)
     track_peak(-(int64_t)size);
 }
 
+/* Sampled mode decides here, inline: most allocations are not sampled and
+ * must not pay for a call into stacks.c. As with Go's MemProfileRate, an
+ * allocation is sampled when the bytes allocated cross the next threshold. */
+static int sample_slow(size_t size)
+{
+    if (!tls.sampling) { /* this thread's first allocation: draw its first gap */
+        tls.sampling = 1;
+        tls.sample_countdown = shim_stack_next_gap();
+        if (tls.sample_countdown > (int64_t)size) {
+            tls.sample_countdown -= (int64_t)size;
+            return 0;
+        }
+    }
+    tls.sample_countdown = shim_stack_next_gap();
+    return 1;
+}
+
+static inline int take_sample(size_t size)
+{
+    if (LIKELY(tls.sample_countdown > (int64_t)size)) {
+        tls.sample_countdown -= (int64_t)size;
+        return 0;
+    }
+    return sample_slow(size);
+}
+
 /* Decided before the real call, so that a stack is taken from the caller. */
 static inline unsigned origin_tag(size_t size)
 {
@@ -260,7 +288,10 @@ static inline unsigned origin_tag(size_t size)
         return CGO_AUDIT_TAG_THREAD_START;
     }
     if (UNLIKELY(shim_stacks_enabled)) {
-        return shim_stack_capture(region, size);
+        if (shim_stacks_enabled == CGO_AUDIT_STACKS_SAMPLED && !take_sample(size)) {
+            return CGO_AUDIT_TAG_NONE;
+        }
+        return shim_stack_capture(region);
     }
     return CGO_AUDIT_TAG_NONE;
 }

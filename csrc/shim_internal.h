@@ -10,15 +10,19 @@
 /* Internal to the shim: reached without the GOT, never exported. */
 #pragma GCC visibility push(hidden)
 
-/* Non-zero when allocation stacks are recorded (CGO_AUDIT_STACKS). */
+/* CGO_AUDIT_STACKS_* in force (0: no stacks). */
 extern int shim_stacks_enabled;
+
+/* Sampled mode: the gap, in bytes, to the next sampled allocation (drawn
+ * from an exponential distribution with the configured mean). */
+int64_t shim_stack_next_gap(void);
 
 /* Reads CGO_AUDIT_STACKS and friends; records the mode in the header. */
 void shim_stack_init(struct cgo_audit_region *r);
 
-/* The tag for an allocation of size bytes about to be made by the caller:
- * a stack tag (>= CGO_AUDIT_TAG_FIRST_STACK) when this one is recorded. */
-unsigned shim_stack_capture(struct cgo_audit_region *r, size_t size);
+/* The stack tag (>= CGO_AUDIT_TAG_FIRST_STACK) of the allocation the caller
+ * is about to make, or NONE when the stack could not be recorded. */
+unsigned shim_stack_capture(struct cgo_audit_region *r);
 
 /* Adds delta bytes (and one allocation, +-) to the live figures of a stack. */
 void shim_stack_count(struct cgo_audit_region *r, unsigned tag, int64_t delta);

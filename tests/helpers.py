@@ -54,6 +54,13 @@ def audit_json(tmp_path: Path, *args: str, cwd: Path | None = None,
     return proc, report
 
 
+def source_line(path: Path, needle: str) -> int:
+    """The 1-based number of the one line of path that contains needle."""
+    hits = [i for i, line in enumerate(path.read_text().splitlines(), start=1) if needle in line]
+    assert len(hits) == 1, (path, needle, hits)
+    return hits[0]
+
+
 def result_named(report: dict[str, Any], name: str) -> dict[str, Any]:
     matches = [r for r in report["results"] if r["name"] == name]
     assert len(matches) == 1, [r["name"] for r in report["results"]]

@@ -92,8 +92,14 @@ def evidence(result: BenchResult) -> list[str]:
         lines.append(f"RSS grows {human_bytes(result.per_op(RSS.key))}/op while the C heap, Go heap, "
                      "goroutines and fds stay flat: likely allocator fragmentation, mmap'd memory "
                      "or thread stacks.")
+    c_peak = growth.get(analysis.C_PEAK.key)
+    c_live = growth.get(C_BYTES.key)
+    if (c_peak is not None and c_peak.leaking and c_live is not None and not c_live.leaking):
+        lines.append(f"the C heap's peak grows {human_bytes(c_peak.per_op)}/op while nothing stays live: "
+                     "memory freed late (by finalizers after a GC, or at the end), not leaked.")
     for key, metric_growth in growth.items():
-        if metric_growth.shape == analysis.PLATEAU and key != RSS.key:
+        if metric_growth.shape == analysis.PLATEAU and key not in (RSS.key, analysis.C_PEAK.key,
+                                                                   analysis.GO_MAPPED.key):
             label = next(m.label for m in analysis.METRICS if m.key == key)
             lines.append(f"{label} grew to a plateau ({human_bytes(metric_growth.total) if key.endswith('bytes') else f'{metric_growth.total:.0f}'} "
                          "in all), then stayed flat: bounded, not a leak.")
@@ -105,6 +111,25 @@ def evidence(result: BenchResult) -> list[str]:
             lines.append(f"counters gathered before it ended: C heap {human_bytes(cheap.user_live_bytes)} "
                          f"live in {cheap.user_live_allocs} allocs.")
     lines.extend(result.notes)
+    return lines
+
+
+TOP_SITES = 5
+
+
+def site_lines(result: BenchResult) -> list[str]:
+    """The top leak sites: Go line, C call, and what each leaves per op."""
+    if not result.sites:
+        return []
+    estimate = "~" if result.sample_period_bytes else ""
+    lines = ["leak sites (C heap left behind per op" + (", estimated from samples" if estimate else "") + "):"]
+    for site in result.sites[:TOP_SITES]:
+        lines.append(f"  {estimate}{per_op_text(site.bytes_per_op):>8} B/op {per_op_text(site.allocs_per_op):>6} "
+                     f"allocs/op  {site.label()}")
+        if site.created_by:
+            lines.append(f"  {'':>26}in a goroutine started at {site.created_by}")
+    if len(result.sites) > TOP_SITES:
+        lines.append(f"  ... and {len(result.sites) - TOP_SITES} more (see --json)")
     return lines
 
 
@@ -126,6 +151,8 @@ def render(report: AuditReport, exit_status: int, console: Console | None = None
             cells = "  ".join(col.rjust(width) for col, width in zip(cols, widths))
             console.print(f"{escape(result.name.ljust(name_width))}  {escape(cells)}  {verdict_text(result)}")
             if result.is_leak or result.error or not quiet:
+                for line in site_lines(result):
+                    console.print(escape("    " + line))
                 for line in evidence(result):
                     wrapped = textwrap.wrap(line, width=WIDTH, initial_indent="    ",
                                             subsequent_indent="      ", break_on_hyphens=False)

@@ -1,0 +1,99 @@
+"""Where the Go runtime keeps what the shim's stack walk needs, read from a
+Go binary's DWARF and symbols: g's TLS slot and the offsets of g.m, m.curg,
+g.sched.bp, g.stack and g.gopc. They differ between Go versions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from elftools.common.exceptions import DWARFError, ELFError
+from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
+
+WANTED = {
+    "runtime.g": ("m", "sched", "stack", "gopc"),
+    "runtime.m": ("curg",),
+    "runtime.gobuf": ("bp",),
+    "runtime.stack": ("lo", "hi"),
+}
+
+
+@dataclass(frozen=True)
+class GoLayout:
+    tls_g: int
+    g_m: int
+    m_curg: int
+    g_sched_bp: int
+    g_stack_lo: int
+    g_stack_hi: int
+    g_gopc: int
+
+    def environment_value(self) -> str:
+        """The CGO_AUDIT_GO_LAYOUT string the shim parses."""
+        return ",".join(f"{name}={getattr(self, name)}" for name in self.__dataclass_fields__)
+
+
+class LayoutUnavailable(Exception):
+    """The binary does not say where Go keeps g (stripped, or not Go)."""
+
+
+def _struct_members(elf: ELFFile) -> dict[str, dict[str, int]]:
+    if not elf.has_dwarf_info():
+        raise LayoutUnavailable("has no DWARF (built with -ldflags=-w, or stripped)")
+    found: dict[str, dict[str, int]] = {}
+    for cu in elf.get_dwarf_info().iter_CUs():
+        top = cu.get_top_DIE()
+        name = top.attributes.get("DW_AT_name")
+        if name is None or name.value != b"runtime":
+            continue
+        for die in top.iter_children():
+            if die.tag != "DW_TAG_structure_type":
+                continue
+            type_name = die.attributes.get("DW_AT_name")
+            struct = type_name.value.decode() if type_name else ""
+            if struct in WANTED and struct not in found:
+                found[struct] = {
+                    member.attributes["DW_AT_name"].value.decode(): member.attributes["DW_AT_data_member_location"].value
+                    for member in die.iter_children()
+                    if member.tag == "DW_TAG_member" and "DW_AT_data_member_location" in member.attributes}
+        if len(found) == len(WANTED):
+            return found
+    raise LayoutUnavailable("has no runtime.g in its DWARF (not a Go binary?)")
+
+
+def _tls_g_offset(elf: ELFFile) -> int:
+    """g's slot relative to the thread pointer (x86-64: the executable's TLS
+    block ends at the thread pointer, so the offset is value - block size)."""
+    symtab = elf.get_section_by_name(".symtab")
+    if not isinstance(symtab, SymbolTableSection):
+        raise LayoutUnavailable("has no symbol table (stripped)")
+    symbols = symtab.get_symbol_by_name("runtime.tlsg")
+    if not symbols:
+        raise LayoutUnavailable("has no runtime.tlsg (not a cgo binary?)")
+    tls = next((seg for seg in elf.iter_segments() if seg["p_type"] == "PT_TLS"), None)
+    if tls is None:
+        raise LayoutUnavailable("has no TLS segment")
+    align = max(int(tls["p_align"]), 1)
+    block = (int(tls["p_memsz"]) + align - 1) // align * align
+    return int(symbols[0]["st_value"]) - block
+
+
+def read_layout(binary: Path) -> GoLayout:
+    """The layout of binary, or LayoutUnavailable saying why not."""
+    try:
+        with open(binary, "rb") as stream:
+            elf = ELFFile(stream)
+            if elf["e_machine"] != "EM_X86_64":
+                raise LayoutUnavailable(f"is for {elf['e_machine']}; the stack walk supports x86-64 only")
+            tls_g = _tls_g_offset(elf)
+            members = _struct_members(elf)
+    except (ELFError, DWARFError, OSError) as exc:
+        raise LayoutUnavailable(f"cannot be read: {exc}") from None
+    try:
+        g, m, gobuf, stack = (members[name] for name in ("runtime.g", "runtime.m", "runtime.gobuf", "runtime.stack"))
+        return GoLayout(tls_g=tls_g, g_m=g["m"], m_curg=m["curg"], g_sched_bp=g["sched"] + gobuf["bp"],
+                        g_stack_lo=g["stack"] + stack["lo"], g_stack_hi=g["stack"] + stack["hi"],
+                        g_gopc=g["gopc"])
+    except KeyError as exc:
+        raise LayoutUnavailable(f"has a runtime without the field {exc}") from None

@@ -1,0 +1,119 @@
+"""Leak sites: the Go line behind a C leak, across the cgo boundary."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from cgo_audit.errors import AuditError
+from cgo_audit.pprofschema import profile_module
+
+from helpers import FIXTURES, audit_json, result_named, source_line
+
+SIZES = ("--sizes", "100,200,400,800")
+
+
+@pytest.fixture(scope="module")
+def sites_audit(tmp_path_factory):
+    work = tmp_path_factory.mktemp("sites")
+    proc, report = audit_json(work, "--dir", str(FIXTURES), *SIZES, "--pprof", str(work / "leak.pb.gz"),
+                              "--bench", "GetValueLeaky|CHelperStrdup|CStringInGoroutine|CParserNeverFreed",
+                              "./cstring", "./causes")
+    assert proc.returncode in (0, 1), proc.stdout + proc.stderr
+    return proc, report, work / "leak.pb.gz"
+
+
+def sites_of(report, name):
+    return result_named(report, name)["sites"]
+
+
+def test_seed_leak_is_named_at_its_line_split_over_the_two_cstrings(sites_audit):
+    _, report, _ = sites_audit
+    line = source_line(FIXTURES / "cstring" / "getvalue.go", "C.get_value(C.CString(file), C.CString(key)")
+    sites = sites_of(report, "BenchmarkGetValueLeaky")
+    assert [(s["line"], s["call"], s["bytes_per_op"], s["allocs_per_op"], s["c_function"]) for s in sites] == [
+        (line, 1, 18.0, 1.0, "C.CString"),   # "testdata/app.conf" + NUL
+        (line, 2, 8.0, 1.0, "C.CString"),    # "timeout" + NUL
+    ]
+    for site in sites:
+        assert site["function"].endswith("/cstring.GetValueLeaky")
+        assert site["file"].endswith("go_fixtures/cstring/getvalue.go")
+    assert int(sites[0]["call_pc"], 16) < int(sites[1]["call_pc"], 16)
+
+
+def test_a_c_helper_that_strdups_names_the_helper_and_its_go_caller(sites_audit):
+    _, report, _ = sites_audit
+    line = source_line(FIXTURES / "causes" / "causes.go", "C.remember(cs)")
+    strdup = [s for s in sites_of(report, "BenchmarkCHelperStrdup") if "strdup" in s["c_stack"]]
+    assert len(strdup) == 1
+    site = strdup[0]
+    assert site["function"].endswith("/causes.RememberInC") and site["line"] == line
+    assert site["c_function"] == "C.remember"
+    assert site["bytes_per_op"] == 14.0 and site["allocs_per_op"] == 1.0   # "session-token" + NUL
+
+
+def test_c_frames_inside_a_c_library_are_named(sites_audit):
+    _, report, _ = sites_audit
+    line = source_line(FIXTURES / "causes" / "causes.go", "p := C.parser_new(cname)")
+    sites = {(s["c_function"], tuple(s["c_stack"])): s for s in sites_of(report, "BenchmarkCParserNeverFreed")}
+    assert sites[("C.parser_new", ())]["bytes_per_op"] == 64.0      # the struct, calloc'd in parser_new
+    assert sites[("C.parser_new", ("strdup",))]["bytes_per_op"] == 5.0  # its copy of "conn"
+    assert all(s["line"] == line for s in sites.values())
+
+
+def test_a_leak_in_a_goroutine_names_the_goroutines_function(sites_audit):
+    _, report, _ = sites_audit
+    leak_line = source_line(FIXTURES / "causes" / "causes.go", "_ = C.CString(s)")
+    go_line = leak_line - 1  # the go func() { that starts it
+    (site,) = sites_of(report, "BenchmarkCStringInGoroutine")
+    assert site["function"].endswith("/causes.CStringInGoroutine.func1")
+    assert site["line"] == leak_line and site["bytes_per_op"] == 8.0
+    assert site["created_by"] == f"causes.CStringInGoroutine causes.go:{go_line}"
+
+
+def test_runtime_allocations_are_never_user_sites(sites_audit):
+    _, report, _ = sites_audit
+    for result in report["results"]:
+        for site in result["sites"]:
+            assert not site["function"].startswith(("runtime.", "x_cgo", "_cgo_", "testing."))
+            assert "gcc_" not in site["file"] and "/runtime/" not in site["file"]
+
+
+def test_terminal_shows_the_sites(sites_audit):
+    proc, _, _ = sites_audit
+    text = " ".join(proc.stdout.split())
+    line = source_line(FIXTURES / "cstring" / "getvalue.go", "C.get_value(C.CString(file), C.CString(key)")
+    assert f"18.00 B/op 1.00 allocs/op cstring.GetValueLeaky getvalue.go:{line} (call 1) C.CString" in text
+    assert "causes.RememberInC causes.go" in text and "C.remember -> strdup" in text
+
+
+def test_pprof_profile_shows_the_leaking_go_function(sites_audit):
+    _, _, profile = sites_audit
+    if not profile.exists():
+        pytest.skip("the pprof schema could not be fetched (no Go module proxy?)")
+    top = subprocess.run([shutil.which("go") or "go", "tool", "pprof", "-top", "-nodecount=40", str(profile)],
+                         capture_output=True, text=True, check=True).stdout
+    assert "cstring.GetValueLeaky" in top and "C.CString" in top
+    assert "causes.RememberInC" in top and "causes.CStringInGoroutine.func1" in top
+
+
+def test_stripped_binary_degrades_to_c_frames_with_one_warning(tmp_path):
+    proc, report = audit_json(tmp_path, "--dir", str(FIXTURES), *SIZES, "--bench", "GetValueLeaky",
+                              "--go-flags=-ldflags='-s -w'", "./cstring")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    leaky = result_named(report, "BenchmarkGetValueLeaky")
+    assert leaky["c_leak_bytes_per_op"] == 26.0  # the counts do not need symbols
+    warnings = [n for n in leaky["notes"] if "Go frames cannot be named" in n]
+    assert len(warnings) == 1 and "\n" not in warnings[0]
+    assert sum("Go frames cannot be named" in line for line in proc.stdout.splitlines()) == 1
+
+
+def test_schema_comes_from_pprofs_published_proto():
+    try:
+        pb = profile_module()
+    except AuditError as exc:
+        pytest.skip(f"no network for the Go module proxy: {exc}")
+    assert pb.DESCRIPTOR.package == "perftools.profiles"
+    assert {"Profile", "Sample", "Location", "Function", "Mapping"} <= set(pb.DESCRIPTOR.message_types_by_name)
