@@ -165,7 +165,8 @@ def measure(target: BenchTarget, settings: BenchSettings, progress: Progress) ->
 
     def failed(point: RunPoint) -> BenchResult:
         growth, verdicts = analyse(points)
-        return BenchResult(target.package.import_path, target.name, verdicts, growth, points, notes=notes,
+        return BenchResult(package=target.package.import_path, name=target.name, verdicts=verdicts,
+                           growth=growth, points=points, notes=notes,
                            error=f"the benchmark {point.status}{_failure_detail(point)}")
 
     budget = Budget(settings.max_n * 4, "the size cap")
@@ -213,7 +214,8 @@ def measure(target: BenchTarget, settings: BenchSettings, progress: Progress) ->
         extensions += 1
     if verdicts.undecided:
         notes.append("undecided after the largest runs: " + ", ".join(verdicts.undecided))
-    result = BenchResult(target.package.import_path, target.name, verdicts, growth, points, notes=notes)
+    result = BenchResult(package=target.package.import_path, name=target.name, verdicts=verdicts,
+                         growth=growth, points=points, notes=notes)
     if settings.stacks != "off" and analysis.CGO_LEAK in verdicts.all:
         attribute(result, settings)
     return result

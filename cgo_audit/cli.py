@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -99,6 +100,105 @@ def run_bench(args: argparse.Namespace, console: Console) -> int:
     return status
 
 
+SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 1000 ** 2,
+              "mib": 1 << 20, "g": 1 << 30, "gb": 1000 ** 3, "gib": 1 << 30}
+
+
+def byte_size(text: str) -> int:
+    """'256MiB', '1G', '500000' -> bytes."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    if match is None or match.group(2).lower() not in SIZE_UNITS:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 256MiB)")
+    return int(float(match.group(1)) * SIZE_UNITS[match.group(2).lower()])
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser("run", help="run any program under the shim and watch it for leaks",
+                         description="Start CMD under the shim (a server while a load generator hits it), "
+                         "sample its C heap, RSS, fds and threads, and its goroutines and Go heap through "
+                         "net/http/pprof, then give verdicts from the trends.")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS")
+    run.add_argument("--duration", type=float, default=30.0,
+                     help="seconds to watch before stopping it with SIGINT (0: until it exits)")
+    run.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
+    run.add_argument("--warmup", type=float, default=0.0, help="seconds left out of the trends at the start")
+    run.add_argument("--pprof", dest="pprof_url", help="the program's pprof address, e.g. http://127.0.0.1:6060")
+    run.add_argument("--load", action="append", default=[], metavar="URL",
+                     help="keep GET requests going against URL (repeatable); figures become per request")
+    run.add_argument("--concurrency", type=int, default=2, help="--load connections (default 2)")
+    run.add_argument("--memory-limit", type=byte_size, help="kill it when RSS passes this, like the OOM killer")
+    run.add_argument("--stacks", choices=("all", "sampled", "off"), default="sampled",
+                     help="allocation stacks for leak sites (default sampled)")
+    run.add_argument("--cwd", type=Path, default=Path("."), help="directory to start CMD in")
+    run.add_argument("--json", type=Path, help="write the JSON report here")
+    run.add_argument("--quiet", action="store_true", help="no live progress")
+
+
+def run_program(args: argparse.Namespace, console: Console) -> int:
+    from cgo_audit.report.json_report import write_program_json
+    from cgo_audit.report.terminal import render_program
+    from cgo_audit.runaudit import RunSettings, audit_program
+
+    command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not command:
+        raise AuditError("run needs a command: cgo-audit run [options] -- CMD ARGS")
+    settings = RunSettings(argv=command, cwd=args.cwd, duration_s=args.duration or None,
+                           interval_s=args.interval, pprof_url=args.pprof_url, load_urls=args.load,
+                           load_concurrency=args.concurrency, memory_limit_bytes=args.memory_limit,
+                           stacks=args.stacks, warmup_s=args.warmup)
+    live = console.is_terminal and not args.quiet
+
+    def progress(sample: object) -> None:
+        if live:
+            s = sample  # ProgramSample
+            c = f"C {s.c_bytes} B" if s.c_bytes is not None else "C -"  # type: ignore[attr-defined]
+            console.print(f"[dim]  {s.time_s:5.0f}s  {c}  RSS {s.rss_bytes >> 10} KiB  fds {s.fds}  "  # type: ignore[attr-defined]
+                          f"threads {s.threads}[/]".ljust(79), end="\r")  # type: ignore[attr-defined]
+
+    result = audit_program(settings, progress)
+    status = EXIT_LEAK if result.is_leak else EXIT_CLEAN
+    if live:
+        console.print(" " * 79, end="\r")
+    render_program(result, status, console)
+    if args.json:
+        write_program_json(result, status, args.json)
+    return status
+
+
+def _add_watch(sub: argparse._SubParsersAction) -> None:
+    watch = sub.add_parser("watch", help="watch a running process for leaks",
+                           description="Sample a running process (RSS, fds, threads; its C heap if it was "
+                           "started under the shim; goroutines and Go heap through --pprof) with a live view, "
+                           "then give verdicts from the trends. Ctrl-C ends it.")
+    watch.add_argument("pid", type=int)
+    watch.add_argument("--pprof", dest="pprof_url", help="its pprof address, e.g. http://127.0.0.1:6060")
+    watch.add_argument("--duration", type=float, default=0.0, help="seconds to watch (0: until Ctrl-C)")
+    watch.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
+    watch.add_argument("--json", type=Path, help="write the JSON report here")
+    watch.add_argument("--quiet", action="store_true", help="no live view")
+
+
+def watch_program(args: argparse.Namespace, console: Console) -> int:
+    from rich.live import Live
+
+    from cgo_audit.report.json_report import write_program_json
+    from cgo_audit.report.terminal import render_program
+    from cgo_audit.watch import WatchSettings, live_table, watch_process
+
+    settings = WatchSettings(pid=args.pid, duration_s=args.duration or None, interval_s=args.interval,
+                             pprof_url=args.pprof_url)
+    if console.is_terminal and not args.quiet:
+        with Live(console=console, refresh_per_second=4, transient=True) as live:
+            result = watch_process(settings, lambda samples, _missing: live.update(live_table(samples)))
+    else:
+        result = watch_process(settings)
+    status = EXIT_LEAK if result.is_leak else EXIT_CLEAN
+    render_program(result, status, console, command="watch")
+    if args.json:
+        write_program_json(result, status, args.json)
+    return status
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cgo-audit", description="Find C-heap leaks in Go programs "
                                      "that use cgo, where go tool pprof cannot look.")
@@ -106,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_bench(sub)
+    _add_run(sub)
+    _add_watch(sub)
     shim = sub.add_parser("build-shim", help="build the LD_PRELOAD shim and print its path")
     shim.add_argument("--output", type=Path, help="also copy the library here")
     return parser
@@ -118,6 +220,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "bench":
             return run_bench(args, console)
+        if args.command == "run":
+            return run_program(args, console)
+        if args.command == "watch":
+            return watch_program(args, console)
         if args.command == "build-shim":
             from cgo_audit.shimbuild import build_shim
             path = build_shim()

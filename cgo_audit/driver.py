@@ -39,6 +39,7 @@ class CallDelta:
     c_allocs: int
     go_heap_bytes: int
     goroutines: int
+    fds: int
     rss_bytes: int
     result: Any
 
@@ -134,13 +135,15 @@ class Driver:
         after = self.state()
         rss_before = before.process.target_rss_bytes if before.process else 0
         rss_after = after.process.target_rss_bytes if after.process else 0
+        fds_before = before.process.num_fds if before.process else 0
+        fds_after = after.process.num_fds if after.process else 0
         return CallDelta(
             calls=int(answer.get("calls", 0)), errors=int(answer.get("errors", 0)),
             c_bytes=after.c_heap.user_live_bytes - before.c_heap.user_live_bytes,
             c_allocs=after.c_heap.user_live_allocs - before.c_heap.user_live_allocs,
             go_heap_bytes=after.go.get(GO_HEAP_LIVE, 0) - before.go.get(GO_HEAP_LIVE, 0),
             goroutines=after.go.get(GO_GOROUTINES, 0) - before.go.get(GO_GOROUTINES, 0),
-            rss_bytes=rss_after - rss_before, result=answer.get("result"))
+            fds=fds_after - fds_before, rss_bytes=rss_after - rss_before, result=answer.get("result"))
 
     def kill(self) -> None:
         if self.proc.poll() is None:

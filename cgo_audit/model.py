@@ -128,35 +128,42 @@ def _process_delta(first: Snapshot, last: Snapshot, name: str) -> int | None:
     return getattr(last.process, name) - getattr(first.process, name)
 
 
-@dataclass
-class BenchResult:
-    """What one benchmark came to."""
+@dataclass(kw_only=True)
+class Findings:
+    """What an audit concluded about one benchmark or program: every
+    reporter reads this part."""
 
-    package: str
-    name: str
     verdicts: Verdicts
     growth: dict[str, Growth]
-    points: list[RunPoint]
     notes: list[str] = field(default_factory=list)
     accepted_by_baseline: bool = False
-    error: str | None = None        # the audit of this benchmark could not finish
+    error: str | None = None        # the audit could not finish
     sites: list[Site] = field(default_factory=list)
-    symbolizer: Symbolizer | None = field(default=None, repr=False)  # frames of every stack measured
     runtime_c_bytes_per_op: float = 0.0   # the runtime's own C allocations, left out of sites
     sample_period_bytes: int = 0          # > 0: sites are estimates from sampled stacks
+    symbolizer: Symbolizer | None = field(default=None, repr=False)  # frames of every stack measured
 
     @property
     def verdict(self) -> str:
         return "error" if self.error else self.verdicts.main
 
     def per_op(self, key: str) -> float:
-        """Steady-state growth per op of a metric (0 when it was not measured)."""
+        """Growth per op of a metric (0 when it was not measured)."""
         growth = self.growth.get(key)
         return growth.per_op if growth else 0.0
 
     @property
     def is_leak(self) -> bool:
         return self.error is None and self.verdicts.main != "clean"
+
+
+@dataclass(kw_only=True)
+class BenchResult(Findings):
+    """What one benchmark came to."""
+
+    package: str
+    name: str
+    points: list[RunPoint]
 
 
 @dataclass

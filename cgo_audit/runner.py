@@ -20,6 +20,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import psutil
 
+from cgo_audit.errors import AuditError
 from cgo_audit.region import CHeap, Region, RegionInfo, StackMode, StackRecord, latest_region_of, region_files
 from cgo_audit.sampler import Mapping, ProcessSample, read_maps, sample_process
 
@@ -68,6 +69,8 @@ class RunRecord:
     returncode: int | None = None
     term_signal: int | None = None
     timed_out: bool = False
+    memory_limit_hit: bool = False      # killed by the harness for exceeding --memory-limit
+    stopped: bool = False               # the harness asked it to stop (stop_after_s)
     elapsed_s: float = 0.0
     stdout: str = ""
     stderr: str = ""
@@ -83,11 +86,15 @@ class RunRecord:
 
     @property
     def crashed(self) -> bool:
-        return self.term_signal is not None and not self.timed_out
+        return self.term_signal is not None and not self.timed_out and not self.stopped
 
     def exit_description(self) -> str:
+        if self.memory_limit_hit:
+            return "exceeded its memory limit and was killed (as the OOM killer would)"
         if self.timed_out:
             return f"timed out after {self.elapsed_s:.1f}s and was killed"
+        if self.stopped:
+            return f"was stopped after {self.elapsed_s:.0f}s, as asked"
         if self.term_signal is not None:
             try:
                 name = signal.Signals(self.term_signal).name
@@ -176,20 +183,23 @@ def describe_others(session: ShimSession, pid: int) -> tuple[CHeap | None, list[
 
 
 SnapshotHook = Callable[[Snapshot], None]
-SampleHook = Callable[[ProcessSample, "CHeap | None"], None]
+SampleHook = Callable[[ProcessSample, "CHeap | None", int], None]   # sample, C heap, pid
 
 
 def run_target(argv: Sequence[str], session: ShimSession, *, cwd: str | os.PathLike[str] | None = None,
                env_extra: Mapping[str, str] | None = None, timeout_s: float = 300.0,
                sample_interval_s: float = 0.05, probe: bool = False,
                on_snapshot: SnapshotHook | None = None, on_sample: SampleHook | None = None,
-               stop_after_s: float | None = None) -> RunRecord:
+               stop_after_s: float | None = None, memory_limit_bytes: int | None = None,
+               stdin: int | None = subprocess.DEVNULL) -> RunRecord:
     """Runs argv under the shim to completion (or timeout), gathering everything.
 
     With probe=True the target gets two pipes (CGO_AUDIT_PROBE_FDS): each line
     it writes is a Go-side snapshot; the harness adds the C heap and process
     figures of that moment and answers, so the target waits while we read.
-    stop_after_s ends a long-running target (a server) with SIGINT, then SIGKILL."""
+    stop_after_s ends a long-running target (a server) with SIGINT, then SIGKILL.
+    memory_limit_bytes kills it with SIGKILL once its RSS passes the limit, as
+    a container's OOM killer would (no privileges needed)."""
     cwd = str(cwd or os.getcwd())
     extra = dict(env_extra or {})
     pass_fds: tuple[int, ...] = ()
@@ -202,15 +212,19 @@ def run_target(argv: Sequence[str], session: ShimSession, *, cwd: str | os.PathL
     started = time.monotonic()
     try:
         proc = subprocess.Popen(list(argv), cwd=cwd, env=session.environment(extra=extra),
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 pass_fds=pass_fds, start_new_session=True)
+    except FileNotFoundError:
+        raise AuditError(f"command not found: {argv[0]}") from None
+    except PermissionError:
+        raise AuditError(f"cannot execute {argv[0]}: permission denied") from None
     finally:
         for fd in pass_fds:
             os.close(fd)
     record = RunRecord(argv=list(argv), cwd=cwd, pid=proc.pid)
     try:
         _watch(proc, record, session, started, timeout_s, sample_interval_s, probe_read, ack_write,
-               on_snapshot, on_sample, stop_after_s)
+               on_snapshot, on_sample, stop_after_s, memory_limit_bytes)
     finally:
         for fd in (probe_read, ack_write):
             if fd is not None:
@@ -261,7 +275,7 @@ def _reap(proc: subprocess.Popen[bytes], record: RunRecord, block: bool) -> bool
 def _watch(proc: subprocess.Popen[bytes], record: RunRecord, session: ShimSession, started: float,
            timeout_s: float, interval_s: float, probe_read: int | None, ack_write: int | None,
            on_snapshot: SnapshotHook | None, on_sample: SampleHook | None,
-           stop_after_s: float | None) -> None:
+           stop_after_s: float | None, memory_limit_bytes: int | None) -> None:
     selector = selectors.DefaultSelector()
     buffers: dict[int, bytearray] = {}
     assert proc.stdout is not None and proc.stderr is not None
@@ -286,7 +300,7 @@ def _watch(proc: subprocess.Popen[bytes], record: RunRecord, session: ShimSessio
             record.timed_out = True
             _kill_group(proc.pid)
         if not gone and stop_after_s is not None and elapsed > stop_after_s and not stop_sent:
-            stop_sent = True
+            stop_sent = record.stopped = True
             _kill_group(proc.pid, signal.SIGINT)
         if stop_sent and not gone and elapsed > stop_after_s + 5:
             _kill_group(proc.pid)
@@ -297,10 +311,13 @@ def _watch(proc: subprocess.Popen[bytes], record: RunRecord, session: ShimSessio
             if maps:
                 record.maps = maps
             sample = sample_process(ps_proc, elapsed, span)
+            if sample is not None and memory_limit_bytes and sample.rss_bytes > memory_limit_bytes:
+                record.memory_limit_hit = True
+                _kill_group(proc.pid)
             if sample is not None:
                 record.samples.append(sample)
                 if on_sample is not None:
-                    on_sample(sample, session.main_cheap(proc.pid))
+                    on_sample(sample, session.main_cheap(proc.pid), proc.pid)
             next_sample = now + interval_s
         if not gone and _reap(proc, record, block=False):
             gone, gone_at = True, now
@@ -341,6 +358,23 @@ def _watch(proc: subprocess.Popen[bytes], record: RunRecord, session: ShimSessio
         setattr(record, name, buffers[fd].decode(errors="replace"))
 
 
+def settled_state(session: ShimSession, pid: int, attempts: int = 50
+                  ) -> tuple[CHeap | None, list[StackRecord] | None]:
+    """The C heap once it holds still. The target is paused in the probe, but
+    the runtime may be starting a thread: x_cgo_thread_start mallocs a small
+    block that the new thread frees a moment later. Two equal reads 1 ms
+    apart mean nothing is in flight."""
+    cheap, stacks = session.main_state(pid, stacks=True)
+    for _ in range(attempts):
+        time.sleep(0.001)
+        again, again_stacks = session.main_state(pid, stacks=True)
+        if again is None or cheap is None or (
+                again.user_live_bytes == cheap.user_live_bytes and again.user_live_allocs == cheap.user_live_allocs):
+            return again or cheap, again_stacks if again is not None else stacks
+        cheap, stacks = again, again_stacks
+    return cheap, stacks
+
+
 def _probe_snapshot(line: bytes, session: ShimSession, pid: int, ps_proc: psutil.Process,
                     time_s: float, span: tuple[int, int] | None) -> Snapshot | None:
     try:
@@ -350,7 +384,7 @@ def _probe_snapshot(line: bytes, session: ShimSession, pid: int, ps_proc: psutil
     if message.get("event") != "snapshot":
         return None
     span = span or session.main_span(pid)
-    cheap, stacks = session.main_state(pid, stacks=True)
+    cheap, stacks = settled_state(session, pid)
     return Snapshot(label=str(message.get("phase")), time_s=time_s, c_heap=cheap,
                     process=sample_process(ps_proc, time_s, span),
                     go={k: int(v) for k, v in (message.get("go") or {}).items()},

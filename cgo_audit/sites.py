@@ -5,11 +5,16 @@ and measured per operation."""
 from __future__ import annotations
 
 import math
+import os
 import re
+import subprocess
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Iterable, Mapping, Sequence
 
 from cgo_audit import analysis
+from cgo_audit.errors import AuditError
+from cgo_audit.gotool import go_executable
 from cgo_audit.region import StackRecord
 from cgo_audit.sampler import Mapping as SymbolMapping
 from cgo_audit.symbolize import Frame, Symbolizer
@@ -50,8 +55,31 @@ def _is_trampoline(frame: Frame) -> bool:
     return bool(_GO_TRAMPOLINE.match(frame.function) or _C_WRAPPER.match(frame.function))
 
 
-def _is_user_go(frame: Frame) -> bool:
+def _is_program_go(frame: Frame) -> bool:
+    """Go code of the program or the standard library, not the runtime's."""
     return frame.is_go and not _RUNTIME_GO.match(frame.function) and not _PROBE.search(frame.function)
+
+
+def _is_user_go(frame: Frame) -> bool:
+    """The program's own Go code (not the standard library)."""
+    return _is_program_go(frame) and not _in_goroot(frame.file)
+
+
+@lru_cache(maxsize=1)
+def _goroot_src() -> tuple[str, ...]:
+    roots = ["$GOROOT/src/", "/_/GOROOT/src/"]
+    try:
+        goroot = subprocess.run([go_executable(), "env", "GOROOT"], capture_output=True, text=True,
+                                timeout=30).stdout.strip()
+        if goroot:
+            roots.append(os.path.join(goroot, "src") + os.sep)
+    except (AuditError, OSError, subprocess.SubprocessError):
+        pass
+    return tuple(roots)
+
+
+def _in_goroot(path: str) -> bool:
+    return path.startswith(_goroot_src())
 
 
 def _is_user_c(frame: Frame) -> bool:
@@ -115,6 +143,7 @@ def readable(record: StackRecord, symbolizer: Symbolizer) -> ReadableStack:
     c_call: str | None = None
     c_below: list[str] = []
     user: Frame | None = None
+    library: Frame | None = None  # the first standard-library frame, if no user frame comes
     user_c: Frame | None = None
     folding = False
     c_done = False                # past the cgo call: frames above it are Go
@@ -143,6 +172,8 @@ def readable(record: StackRecord, symbolizer: Symbolizer) -> ReadableStack:
                 c_below.append(frame.function)
         if user is None and _is_user_go(frame):
             user = frame
+        if library is None and _is_program_go(frame):
+            library = frame
     created_by = None
     if gopc is not None:
         # Only a user's go statement says something: benchmarks always run in
@@ -150,9 +181,9 @@ def readable(record: StackRecord, symbolizer: Symbolizer) -> ReadableStack:
         origin = next((f for f in symbolizer.frames(gopc) if _is_user_go(f)), None)
         if origin is not None:
             created_by = f"{short_function(origin.function)} {origin.where}"
-    if user is None and user_c is None:
+    if user is None and user_c is None and library is None:
         return ReadableStack(None, shown, created_by)
-    anchor = user or user_c
+    anchor = user or user_c or library
     assert anchor is not None
     c_function = c_call or (user_c.function if user_c else "C.<call>")
     if user_c is not None and c_call is not None and user_c.function != c_call[2:]:
@@ -220,32 +251,47 @@ class RunStacks:
     maps: Sequence[SymbolMapping]
 
 
+@dataclass
+class _Tally:
+    """One run's growth, grouped by site."""
+
+    by_site: dict[SiteKey, list[float]] = field(default_factory=dict)   # [bytes, allocs]
+    shown: dict[SiteKey, ReadableStack] = field(default_factory=dict)
+    runtime_bytes: float = 0.0
+
+
+def _tally(run: RunStacks, symbolizer: Symbolizer, sample_period: int) -> _Tally:
+    local = symbolizer.for_process(run.maps)
+    local.symbolize(pc for frames in run.deltas for pc in frames)
+    tally = _Tally()
+    for record, grown, allocs in run.deltas.values():
+        stack = readable(record, local)
+        est_bytes, est_allocs = unsample(grown, allocs, sample_period)
+        if stack.key is None:
+            tally.runtime_bytes += est_bytes
+            continue
+        totals = tally.by_site.setdefault(stack.key, [0.0, 0.0])
+        totals[0] += est_bytes
+        totals[1] += est_allocs
+        tally.shown.setdefault(stack.key, stack)
+    return tally
+
+
 def measure_sites(runs: Sequence[RunStacks], symbolizer: Symbolizer, sample_period: int = 0
                   ) -> tuple[list[Site], float]:
     """Sites that grow across runs, largest first, and the runtime's own
     growth per op. Each run is symbolized with its own mappings (libraries
     move between runs), all sharing symbolizer's cache."""
-    per_site: dict[SiteKey, dict[int, list[float]]] = {}
-    shown: dict[SiteKey, ReadableStack] = {}
-    runtime: dict[int, float] = {}
-    for index, run in enumerate(runs):
-        local = symbolizer.for_process(run.maps)
-        local.symbolize(pc for frames in run.deltas for pc in frames)
-        for record, grown, allocs in run.deltas.values():
-            stack = readable(record, local)
-            est_bytes, est_allocs = unsample(grown, allocs, sample_period)
-            if stack.key is None:
-                runtime[index] = runtime.get(index, 0.0) + est_bytes
-                continue
-            totals = per_site.setdefault(stack.key, {}).setdefault(index, [0.0, 0.0])
-            totals[0] += est_bytes
-            totals[1] += est_allocs
-            shown.setdefault(stack.key, stack)
+    tallies = [_tally(run, symbolizer, sample_period) for run in runs]
     xs = [run.ops for run in runs]
+    shown: dict[SiteKey, ReadableStack] = {}
+    for tally in tallies:
+        for key, stack in tally.shown.items():
+            shown.setdefault(key, stack)
     sites = []
-    for key, by_run in per_site.items():
-        ys = [by_run.get(i, [0.0, 0.0])[0] for i in range(len(runs))]
-        allocs = [by_run.get(i, [0.0, 0.0])[1] for i in range(len(runs))]
+    for key in shown:
+        ys = [t.by_site.get(key, [0.0, 0.0])[0] for t in tallies]
+        allocs = [t.by_site.get(key, [0.0, 0.0])[1] for t in tallies]
         growth = analysis.classify(analysis.C_BYTES, xs, ys)
         count_growth = analysis.classify(analysis.C_ALLOCS, xs, allocs)
         if growth.leaking or count_growth.leaking:
@@ -253,8 +299,21 @@ def measure_sites(runs: Sequence[RunStacks], symbolizer: Symbolizer, sample_peri
                               shown[key].created_by))
     number_calls(sites)
     sites.sort(key=lambda s: (-s.bytes_per_op, -s.allocs_per_op, s.label()))
-    runtime_growth = analysis.classify(analysis.C_BYTES, xs, [runtime.get(i, 0.0) for i in range(len(runs))])
+    runtime_growth = analysis.classify(analysis.C_BYTES, xs, [t.runtime_bytes for t in tallies])
     return sites, runtime_growth.per_op
+
+
+def sites_over_window(run: RunStacks, symbolizer: Symbolizer, sample_period: int = 0,
+                      min_bytes: float = 64) -> list[Site]:
+    """Sites that grew over one window of a long-running program, per op
+    (run.ops is the operations in the window), largest first."""
+    tally = _tally(run, symbolizer, sample_period)
+    ops = max(run.ops, 1)
+    sites = [Site(key, grown / ops, allocs / ops, "window", tally.shown[key].frames, tally.shown[key].created_by)
+             for key, (grown, allocs) in tally.by_site.items() if grown >= min_bytes]
+    number_calls(sites)
+    sites.sort(key=lambda s: (-s.bytes_per_op, -s.allocs_per_op, s.label()))
+    return sites
 
 
 def number_calls(sites: Iterable[Site]) -> None:

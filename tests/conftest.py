@@ -37,6 +37,16 @@ def build_c_test(build_dir: Path, name: str) -> Path:
 
 
 @pytest.fixture(scope="session")
+def workload_driver(build_dir: Path) -> Path:
+    return build_go_command(FIXTURES, "./cmd/workload-driver", build_dir / "workload-driver")
+
+
+@pytest.fixture(scope="session")
+def leakyserver(build_dir: Path) -> Path:
+    return build_go_command(FIXTURES, "./cmd/leakyserver", build_dir / "leakyserver")
+
+
+@pytest.fixture(scope="session")
 def stress_binary(build_dir: Path) -> Path:
     return build_c_test(build_dir, "stress")
 

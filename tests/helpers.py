@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import textwrap
@@ -16,12 +17,18 @@ CSTRING_PACKAGE = "github.com/cgo-audit/cgo-audit/go_fixtures/cstring"
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: Mapping[str, str] | None = None,
-            timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """`python -m cgo_audit ARGS` as a user would run it."""
+            timeout: float = 600, fd_limit: int | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m cgo_audit ARGS` as a user would run it (with fd_limit: as
+    if after `ulimit -n fd_limit`, which the targets inherit)."""
     full_env = dict(os.environ)
     full_env.update(env or {})
+
+    def limit() -> None:
+        if fd_limit is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
+
     return subprocess.run([sys.executable, "-m", "cgo_audit", *args], cwd=cwd or REPO, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, preexec_fn=limit)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -45,11 +52,14 @@ def write_module(root: Path, files: Mapping[str, str], module: str = "example.co
     return root
 
 
-def audit_json(tmp_path: Path, *args: str, cwd: Path | None = None,
-               env: Mapping[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    """Runs `cgo-audit bench --json` and returns the process and its report."""
+def audit_json(tmp_path: Path, *args: str, cwd: Path | None = None, env: Mapping[str, str] | None = None,
+               fd_limit: int | None = None, command: str = "bench"
+               ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """Runs `cgo-audit COMMAND --json` and returns the process and its report."""
     out = tmp_path / "report.json"
-    proc = run_cli("bench", "--json", str(out), *args, cwd=cwd, env=env)
+    if out.exists():
+        out.unlink()
+    proc = run_cli(command, "--json", str(out), *args, cwd=cwd, env=env, fd_limit=fd_limit)
     report = json.loads(out.read_text()) if out.exists() else {}
     return proc, report
 

@@ -8,15 +8,14 @@ from typing import Any
 
 from cgo_audit import __version__
 from cgo_audit.analysis import C_ALLOCS, C_BYTES, FDS, GO_HEAP, GOROUTINES, RSS
-from cgo_audit.model import AuditReport, BenchResult
+from cgo_audit.model import AuditReport, BenchResult, Findings
 
 SCHEMA_VERSION = 1
 
 
-def result_dict(result: BenchResult) -> dict[str, Any]:
+def findings_dict(result: Findings) -> dict[str, Any]:
+    """The fields every result has, bench or run."""
     return {
-        "package": result.package,
-        "name": result.name,
         "verdict": result.verdict,
         "verdicts": list(result.verdicts.all) if result.error is None else ["error"],
         "accepted_by_baseline": result.accepted_by_baseline,
@@ -30,10 +29,30 @@ def result_dict(result: BenchResult) -> dict[str, Any]:
         "runtime_c_bytes_per_op": result.runtime_c_bytes_per_op,
         "sites_sampled_every_bytes": result.sample_period_bytes or None,
         "growth": {key: growth.as_dict() for key, growth in result.growth.items()},
-        "samples": [point.as_sample() for point in result.points],
         "notes": list(result.notes),
         "error": result.error,
     }
+
+
+def result_dict(result: BenchResult) -> dict[str, Any]:
+    return {"package": result.package, "name": result.name, **findings_dict(result),
+            "samples": [point.as_sample() for point in result.points]}
+
+
+def program_dict(result: Any, exit_status: int) -> dict[str, Any]:
+    """The JSON report of `cgo-audit run`; an op is result.per (a request or a second)."""
+    record = result.record
+    return {
+        "tool": "cgo-audit", "version": __version__, "schema": SCHEMA_VERSION, "exit_status": exit_status,
+        "program": {"argv": result.argv, "per": result.per, **findings_dict(result),
+                    "ended": record.exit_description() if record else None,
+                    "not_measured": list(result.missing),
+                    "samples": [sample.as_dict() for sample in result.samples]},
+    }
+
+
+def write_program_json(result: Any, exit_status: int, path: Path) -> None:
+    Path(path).write_text(json.dumps(program_dict(result, exit_status), indent=2) + "\n")
 
 
 def report_dict(report: AuditReport, exit_status: int) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from cgo_audit import analysis
 from cgo_audit.analysis import C_ALLOCS, C_BYTES, FDS, GO_HEAP, GOROUTINES, RSS, Growth
-from cgo_audit.model import AuditReport, BenchResult
+from cgo_audit.model import AuditReport, BenchResult, Findings
 
 VERDICT_STYLE = {analysis.CLEAN: "green", "error": "bold red"}
 WIDTH = 80
@@ -29,7 +29,7 @@ def per_op_text(value: float, decimals: int = 2) -> str:
     return "0" if text.strip("-0.") == "" else text
 
 
-def figure(result: BenchResult, key: str, decimals: int) -> str:
+def figure(result: Findings, key: str, decimals: int) -> str:
     """A per-op figure; '~' marks one that is not a steady slope (noise,
     a plateau's tail, too few runs): read it as roughly zero growth."""
     growth = result.growth.get(key)
@@ -40,7 +40,7 @@ def figure(result: BenchResult, key: str, decimals: int) -> str:
     return text if steady else "~" + text
 
 
-def columns(result: BenchResult) -> list[str]:
+def columns(result: Findings) -> list[str]:
     return [
         f"{figure(result, C_BYTES.key, 2)} C-B/op",
         f"{figure(result, C_ALLOCS.key, 2)} C-allocs/op",
@@ -49,7 +49,7 @@ def columns(result: BenchResult) -> list[str]:
     ]
 
 
-def verdict_text(result: BenchResult) -> str:
+def verdict_text(result: Findings) -> str:
     verdict = result.verdict
     style = VERDICT_STYLE.get(verdict, "yellow" if result.accepted_by_baseline else "bold red")
     text = ",".join(result.verdicts.all) if result.error is None else "error"
@@ -58,12 +58,12 @@ def verdict_text(result: BenchResult) -> str:
     return f"[{style}]{escape(text)}[/]"
 
 
-def _shape_words(growth: Growth) -> str:
-    runs = len(growth.segment_per_op) + 1
-    return f"{growth.shape} over {runs} runs, r\u00b2 {growth.r2:.3f}"
+def _shape_words(growth: Growth, points: str = "runs") -> str:
+    count = len(growth.segment_per_op) + 1
+    return f"{growth.shape} over {count} {points}, r\u00b2 {growth.r2:.3f}"
 
 
-def evidence(result: BenchResult) -> list[str]:
+def evidence(result: Findings) -> list[str]:
     """Sentences that say why the verdict is what it is."""
     lines: list[str] = []
     growth = result.growth
@@ -73,8 +73,9 @@ def evidence(result: BenchResult) -> list[str]:
     if analysis.CGO_LEAK in verdicts:
         c = growth.get(C_BYTES.key)
         allocs = result.per_op(C_ALLOCS.key)
+        points = "checkpoints" if hasattr(result, "samples") else "runs"
         line = (f"C heap grows {per_op_text(result.per_op(C_BYTES.key))} B/op in "
-                f"{per_op_text(allocs)} allocs/op ({_shape_words(c)})" if c else "C heap grows")
+                f"{per_op_text(allocs)} allocs/op ({_shape_words(c, points)})" if c else "C heap grows")
         if go_flat:
             line += (f"; the Go heap stays flat ({per_op_text(go_heap.per_op, 0)} B/op): "
                      "go tool pprof cannot see this leak")
@@ -105,7 +106,8 @@ def evidence(result: BenchResult) -> list[str]:
                          "in all), then stayed flat: bounded, not a leak.")
     if result.error:
         lines.append(f"error: {result.error}")
-        last = result.points[-1] if result.points else None
+        points = getattr(result, "points", None)
+        last = points[-1] if points else None
         if last is not None and last.record is not None and last.record.final_c_heap is not None:
             cheap = last.record.final_c_heap
             lines.append(f"counters gathered before it ended: C heap {human_bytes(cheap.user_live_bytes)} "
@@ -117,7 +119,7 @@ def evidence(result: BenchResult) -> list[str]:
 TOP_SITES = 5
 
 
-def site_lines(result: BenchResult) -> list[str]:
+def site_lines(result: Findings) -> list[str]:
     """The top leak sites: Go line, C call, and what each leaves per op."""
     if not result.sites:
         return []
@@ -131,6 +133,36 @@ def site_lines(result: BenchResult) -> list[str]:
     if len(result.sites) > TOP_SITES:
         lines.append(f"  ... and {len(result.sites) - TOP_SITES} more (see --json)")
     return lines
+
+
+def print_wrapped(console: Console, line: str) -> None:
+    wrapped = textwrap.wrap(line, width=WIDTH, initial_indent="    ", subsequent_indent="      ",
+                            break_on_hyphens=False)
+    console.print(escape("\n".join(wrapped)))
+
+
+def render_program(result: "Findings", exit_status: int, console: Console | None = None,
+                   command: str = "run") -> None:
+    """The report of `cgo-audit run`: one line of figures per op (a request
+    with --load, else a second), the evidence, and what was not measured."""
+    console = console or Console(highlight=False)
+    per = getattr(result, "per", "op")
+    unit = {"request": "/req", "second": "/s"}.get(per, "/op")
+    cells = "  ".join(col.replace("/op", unit) for col in columns(result))
+    samples = getattr(result, "samples", [])
+    span = f"{len(samples)} samples over {samples[-1].time_s:.0f}s" if samples else "no samples"
+    if samples and samples[-1].ops:
+        span += f", {samples[-1].ops} requests"
+    console.print(f"{command}: {escape(getattr(result, 'name', ''))}  ({span})")
+    console.print(f"{escape(cells)}  {verdict_text(result)}")
+    for line in site_lines(result):
+        console.print(escape("    " + line.replace("/op", unit)))
+    for line in evidence(result):
+        print_wrapped(console, line.replace("/op", unit))
+    for line in getattr(result, "missing", []):
+        print_wrapped(console, "not measured: " + line)
+    status = {0: "[green]ok[/]", 1: "[bold red]FAIL[/]", 2: "[bold red]ERROR[/]"}.get(exit_status, "?")
+    console.print(f"{status}  cgo-audit {command}: {result.verdict} (exit {exit_status})")
 
 
 def render(report: AuditReport, exit_status: int, console: Console | None = None,
@@ -154,9 +186,7 @@ def render(report: AuditReport, exit_status: int, console: Console | None = None
                 for line in site_lines(result):
                     console.print(escape("    " + line))
                 for line in evidence(result):
-                    wrapped = textwrap.wrap(line, width=WIDTH, initial_indent="    ",
-                                            subsequent_indent="      ", break_on_hyphens=False)
-                    console.print(escape("\n".join(wrapped)))
+                    print_wrapped(console, line)
     if not quiet:
         for line in skipped_packages(report):
             console.print(escape(line))

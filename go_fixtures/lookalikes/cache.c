@@ -22,6 +22,10 @@ size_t cache_size(void)
     return filled;
 }
 
+/* Every block passes through here before it is freed: visible outside this
+ * file, so the compiler cannot pair a malloc with its free and drop both. */
+void *volatile lookalikes_sink;
+
 void churn(size_t seed)
 {
     char *p = malloc(16 + seed % 64);
@@ -33,12 +37,16 @@ void churn(size_t seed)
     memset(grown, 0, 4096);
     void *aligned = NULL;
     if (posix_memalign(&aligned, 64, 1000) == 0) {
+        lookalikes_sink = aligned;
         free(aligned);
     }
     char *array = reallocarray(NULL, 10, 24);
     array = reallocarray(array, 20, 24);
     void *zeroed = calloc(8, 32);
     void *page = memalign(4096, 100);
+    lookalikes_sink = zeroed;
+    lookalikes_sink = page;
+    lookalikes_sink = array;
     free(page);
     free(zeroed);
     free(array);

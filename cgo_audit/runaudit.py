@@ -1,0 +1,233 @@
+"""`cgo-audit run`: any program under the shim, sampled while it runs (a
+server while a load generator hits it, as the field guide does by hand), and
+verdicts from the trends of its C heap, RSS, fds, threads and, through its
+net/http/pprof endpoint, goroutines and Go heap."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from cgo_audit import analysis
+from cgo_audit.errors import AuditError
+from cgo_audit.goendpoint import EndpointPoller
+from cgo_audit.golayout import LayoutUnavailable, read_layout
+from cgo_audit.gotool import link_info
+from cgo_audit.load import HttpLoad
+from cgo_audit.model import Findings
+from cgo_audit.region import CHeap
+from cgo_audit.runner import RunRecord, ShimSession, run_target
+from cgo_audit.sampler import ProcessSample
+from cgo_audit.shimbuild import build_shim
+from cgo_audit.sites import RunStacks, sites_over_window, stack_deltas
+from cgo_audit.symbolize import Symbolizer
+
+# Checkpoints along the run, as fractions of it: doubling, like bench's sizes,
+# so a plateau and a steady slope look the same to the classifier.
+CHECKPOINTS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4, 1.0)
+
+
+@dataclass
+class RunSettings:
+    argv: Sequence[str]
+    cwd: Path = Path(".")
+    duration_s: float | None = 30.0          # None: until the program exits
+    interval_s: float = 1.0
+    pprof_url: str | None = None
+    load_urls: Sequence[str] = ()
+    load_concurrency: int = 2
+    memory_limit_bytes: int | None = None
+    stacks: str = "sampled"
+    # Finer than Go's 512 KiB: a service's leak is a small part of what it
+    # allocates, and a sampled capture costs well under a microsecond.
+    sample_bytes: int = 16 * 1024
+    warmup_s: float = 0.0                    # samples before this are not part of the trend
+
+
+@dataclass
+class ProgramSample:
+    """One reading of the running program."""
+
+    time_s: float
+    ops: int | None                # requests completed by --load, when there is one
+    c_bytes: int | None
+    c_allocs: int | None
+    c_peak_bytes: int | None
+    rss_bytes: int
+    fds: int
+    sockets: int
+    threads: int
+    goroutines: int | None
+    go_heap_bytes: int | None
+    go_stamp: float | None = None  # requests or seconds when the Go side was read (it lags)
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+GO_SIDE = ("goroutines", "go_heap_bytes")
+
+
+@dataclass(kw_only=True)
+class ProgramResult(Findings):
+    argv: list[str]
+    per: str                       # what an "op" is: "request" (with --load) or "second"
+    samples: list[ProgramSample]
+    record: RunRecord | None = field(default=None, repr=False)
+    missing: list[str] = field(default_factory=list)   # figures not measured, and why
+
+    @property
+    def name(self) -> str:
+        return " ".join(self.argv)
+
+
+def resolve_program(argv0: str, cwd: Path) -> Path | None:
+    found = shutil.which(argv0, path=f"{cwd}{os.pathsep}{os.environ.get('PATH', '')}") if "/" not in argv0 \
+        else str((cwd / argv0) if not os.path.isabs(argv0) else argv0)
+    return Path(found) if found and os.path.isfile(found) else None
+
+
+def checkpoint_indices(xs: Sequence[float]) -> list[int]:
+    """Samples nearest to each checkpoint fraction of the x range."""
+    if len(xs) < 2:
+        return list(range(len(xs)))
+    start, end = xs[0], xs[-1]
+    chosen: list[int] = []
+    for fraction in CHECKPOINTS:
+        target = start + fraction * (end - start)
+        index = min(range(len(xs)), key=lambda i: abs(xs[i] - target))
+        if index not in chosen and index > 0:
+            chosen.append(index)
+    return [0, *sorted(chosen)]
+
+
+def analyse_series(samples: Sequence[ProgramSample], per: str
+                   ) -> tuple[dict[str, analysis.Growth], analysis.Verdicts]:
+    """Growth per op (request or second) of each metric, from checkpoints
+    over the samples that have it (the pprof endpoint answers a little after
+    the program starts)."""
+    growth = {}
+    for metric in analysis.METRICS:
+        have = [s for s in samples if getattr(s, metric.key, None) is not None]
+        if metric.key in GO_SIDE:
+            have = [s for s in have if s.go_stamp is not None]
+            xs = [float(s.go_stamp) for s in have]  # type: ignore[arg-type]
+        else:
+            xs = [float(s.ops or 0) if per == "request" else s.time_s for s in have]
+        picks = checkpoint_indices(xs)
+        if len(picks) < 4:
+            continue
+        base_x, base_y = xs[picks[0]], getattr(have[picks[0]], metric.key)
+        growth[metric.key] = analysis.classify(metric, [xs[i] - base_x for i in picks[1:]],
+                                               [getattr(have[i], metric.key) - base_y for i in picks[1:]])
+    return growth, analysis.decide(growth)
+
+
+Progress = Callable[[ProgramSample], None]
+
+
+def audit_program(settings: RunSettings, progress: Progress = lambda _: None) -> ProgramResult:
+    shim = build_shim()
+    cwd = settings.cwd.resolve()
+    program = resolve_program(settings.argv[0], cwd)
+    if program is None:
+        raise AuditError(f"command not found: {settings.argv[0]}")
+    missing: list[str] = []
+    env: dict[str, str] = {}
+    link = link_info(program)
+    if link.is_elf and not link.dynamic:
+        missing.append(f"C heap: {program.name} is statically linked, so LD_PRELOAD cannot reach it "
+                       "(a Go binary without cgo: its C heap cannot leak from Go code)")
+    if settings.stacks != "off":
+        env.update(CGO_AUDIT_STACKS=settings.stacks, CGO_AUDIT_SAMPLE_BYTES=str(settings.sample_bytes))
+        if link.is_elf and link.dynamic:
+            try:
+                env["CGO_AUDIT_GO_LAYOUT"] = read_layout(program).environment_value()
+            except LayoutUnavailable:
+                pass  # not a Go binary, or stripped: sites show C frames only
+    if not settings.pprof_url:
+        missing.append("goroutines and Go heap: no --pprof URL (serve net/http/pprof and pass its address)")
+    load = HttpLoad(settings.load_urls, settings.load_concurrency) if settings.load_urls else None
+    per = "request" if load else "second"
+    samples: list[ProgramSample] = []
+    early: dict[str, object] = {}
+    lock = threading.Lock()
+
+    with ShimSession(shim) as session:
+        started = time.monotonic()
+
+        def stamp() -> float:
+            return float(load.completed) if load else time.monotonic() - started
+
+        poller = EndpointPoller(settings.pprof_url, settings.interval_s, stamp) if settings.pprof_url else None
+
+        def on_sample(process: ProcessSample, cheap: CHeap | None, pid: int) -> None:
+            go = poller.latest() if poller else None
+            sample = ProgramSample(
+                time_s=process.time_s, ops=load.completed if load else None,
+                c_bytes=cheap.user_live_bytes if cheap else None,
+                c_allocs=cheap.user_live_allocs if cheap else None,
+                c_peak_bytes=cheap.peak_live_bytes if cheap else None,
+                rss_bytes=process.target_rss_bytes, fds=process.num_fds, sockets=process.num_sockets,
+                threads=process.num_threads, goroutines=go.goroutines if go else None,
+                go_heap_bytes=go.heap_live_bytes if go else None, go_stamp=go.stamp if go else None)
+            with lock:
+                samples.append(sample)
+                if "stacks" not in early and sample.time_s >= settings.warmup_s and cheap is not None:
+                    _, stacks = session.main_state(pid, stacks=True)
+                    early.update(stacks=stacks or [], ops=sample.ops or 0, time_s=sample.time_s)
+            progress(sample)
+
+        if load is not None:
+            threading.Thread(target=lambda: load.wait_ready(60) and load.start(), daemon=True).start()
+        try:
+            if poller is not None:
+                poller.__enter__()
+            record = run_target(list(settings.argv), session, cwd=cwd, env_extra=env,
+                                timeout_s=(settings.duration_s or 24 * 3600) + 30,
+                                sample_interval_s=settings.interval_s, on_sample=on_sample,
+                                stop_after_s=settings.duration_s, memory_limit_bytes=settings.memory_limit_bytes)
+        finally:
+            if load is not None:
+                load.stop()
+            if poller is not None:
+                poller.__exit__(None, None, None)
+    if load is not None and load.completed == 0:
+        missing.append(f"requests: the load never got an answer ({load.last_error or 'no connection'})")
+    if not record.preload_active and link.dynamic:
+        missing.append("C heap: the shim never started in the program (LD_PRELOAD not honoured)")
+    if poller is not None and not any(s.goroutines is not None for s in samples):
+        missing.append(f"goroutines and Go heap: the pprof endpoint never answered ({poller.last_error})")
+    return _conclude(settings, record, samples, early, per, missing)
+
+
+def _conclude(settings: RunSettings, record: RunRecord, samples: list[ProgramSample], early: dict[str, object],
+              per: str, missing: list[str]) -> ProgramResult:
+    usable = [s for s in samples if s.time_s >= settings.warmup_s and (per != "request" or s.ops)]
+    growth, verdicts = analyse_series(usable, per) if len(usable) >= 4 else ({}, analysis.decide({}))
+    notes = []
+    if len(usable) < 4:
+        notes.append(f"only {len(usable)} usable sample(s): run longer (--duration) or sample more often (--interval)")
+    ended = record.exit_description()
+    if record.memory_limit_hit or record.crashed or (record.returncode not in (0, None) and not record.timed_out
+                                                     and settings.duration_s is None):
+        notes.append(f"the program {ended}; verdict from the {len(samples)} samples taken before")
+    result = ProgramResult(argv=list(settings.argv), per=per, samples=samples, record=record, missing=missing,
+                           verdicts=verdicts, growth=growth, notes=notes)
+    if settings.stacks != "off" and analysis.CGO_LEAK in verdicts.all and early.get("stacks") is not None \
+            and record.maps:
+        ops = (samples[-1].ops or 0) - int(early["ops"]) if per == "request" \
+            else samples[-1].time_s - float(early["time_s"])  # type: ignore[arg-type]
+        deltas = stack_deltas(early["stacks"], record.final_stacks)  # type: ignore[arg-type]
+        symbolizer = Symbolizer([])
+        period = settings.sample_bytes if settings.stacks == "sampled" else 0
+        result.sites = sites_over_window(RunStacks(max(int(ops), 1), deltas, record.maps), symbolizer, period)
+        result.sample_period_bytes = period
+        result.symbolizer = symbolizer
+        result.notes.extend(symbolizer.notes)
+    return result

@@ -1,0 +1,144 @@
+"""`cgo-audit watch PID`: the field guide's `ps aux` and pprof checks,
+automated, for a process that is already running. Its C heap is read only
+if it was started under the shim (its environment names the region
+directory); every other figure comes from outside, and the report says which
+are missing and why."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import psutil
+from rich.table import Table
+
+from cgo_audit.errors import AuditError
+from cgo_audit.goendpoint import EndpointPoller
+from cgo_audit.region import Region, latest_region_of
+from cgo_audit.runaudit import ProgramResult, ProgramSample, analyse_series
+from cgo_audit.runner import REGION_DIR_ENV
+from cgo_audit.sampler import sample_process
+
+SHIM_NAME = "libcgoaudit"
+
+
+@dataclass
+class WatchSettings:
+    pid: int
+    duration_s: float | None = None          # None: until Ctrl-C or the process ends
+    interval_s: float = 1.0
+    pprof_url: str | None = None
+
+
+def region_of(pid: int) -> tuple[Path | None, str | None]:
+    """The region pid writes, or why there is none."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as stream:
+            environ = dict(item.split(b"=", 1) for item in stream.read().split(b"\0") if b"=" in item)
+    except OSError as exc:
+        return None, f"cannot read its environment ({exc.strerror})"
+    preload = environ.get(b"LD_PRELOAD", b"").decode(errors="replace")
+    directory = environ.get(REGION_DIR_ENV.encode(), b"").decode(errors="replace")
+    if SHIM_NAME not in preload or not directory:
+        return None, ("it was not started under the shim; start it with `cgo-audit run -- CMD`, or with "
+                      f"LD_PRELOAD=$(cgo-audit build-shim) {REGION_DIR_ENV}=DIR CMD")
+    path = latest_region_of(Path(directory), pid)
+    if path is None:
+        return None, f"it was started under the shim but wrote no region in {directory}"
+    return path, None
+
+
+Update = Callable[[Sequence[ProgramSample], Sequence[str]], None]
+
+
+def watch_process(settings: WatchSettings, on_update: Update = lambda _s, _m: None) -> ProgramResult:
+    try:
+        proc = psutil.Process(settings.pid)
+        argv = proc.cmdline() or [proc.name()]
+    except psutil.NoSuchProcess:
+        raise AuditError(f"no process with pid {settings.pid}") from None
+    except psutil.AccessDenied:
+        raise AuditError(f"not allowed to watch pid {settings.pid} (another user's process?)") from None
+    missing: list[str] = []
+    region_path, why = region_of(settings.pid)
+    if region_path is None:
+        missing.append(f"C heap: {why}")
+    if not settings.pprof_url:
+        missing.append("goroutines and Go heap: no --pprof URL (serve net/http/pprof and pass its address)")
+    region = Region(region_path) if region_path else None
+    samples: list[ProgramSample] = []
+    started = time.monotonic()
+    poller = (EndpointPoller(settings.pprof_url, settings.interval_s, lambda: time.monotonic() - started)
+              if settings.pprof_url else None)
+    span = ((int(region.raw.header.map_start), int(region.raw.header.map_end)) if region else None)
+    ended = "was watched until you stopped"
+    try:
+        if poller:
+            poller.__enter__()
+        while settings.duration_s is None or time.monotonic() - started < settings.duration_s:
+            process = sample_process(proc, time.monotonic() - started, span)
+            if process is None:
+                ended = "ended while watched"
+                break
+            cheap = region.cheap() if region else None
+            go = poller.latest() if poller else None
+            samples.append(ProgramSample(
+                time_s=process.time_s, ops=None, c_bytes=cheap.user_live_bytes if cheap else None,
+                c_allocs=cheap.user_live_allocs if cheap else None,
+                c_peak_bytes=cheap.peak_live_bytes if cheap else None, rss_bytes=process.target_rss_bytes,
+                fds=process.num_fds, sockets=process.num_sockets, threads=process.num_threads,
+                goroutines=go.goroutines if go else None, go_heap_bytes=go.heap_live_bytes if go else None,
+                go_stamp=go.stamp if go else None))
+            on_update(samples, missing)
+            time.sleep(settings.interval_s)
+        else:
+            ended = f"was watched for {settings.duration_s:.0f}s"
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if poller:
+            poller.__exit__(None, None, None)
+        if region:
+            region.close()
+    growth, verdicts = analyse_series(samples, "second")
+    notes = [f"the process {ended}"]
+    if len(samples) < 4:
+        notes.append(f"only {len(samples)} sample(s): watch longer for a verdict")
+    return ProgramResult(argv=argv, per="second", samples=samples, missing=missing, verdicts=verdicts,
+                         growth=growth, notes=notes)
+
+
+def describe(value: int | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "B":
+        for suffix, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+            if abs(value) >= size:
+                return f"{value / size:.1f} {suffix}"
+        return f"{value} B"
+    return str(value)
+
+
+ROWS = (("C heap (live)", "c_bytes", "B"), ("C allocations", "c_allocs", ""), ("RSS", "rss_bytes", "B"),
+        ("Go heap (after GC)", "go_heap_bytes", "B"), ("goroutines", "goroutines", ""),
+        ("file descriptors", "fds", ""), ("sockets", "sockets", ""), ("threads", "threads", ""))
+
+
+def live_table(samples: Sequence[ProgramSample]) -> Table:
+    """The live view: each figure now, its change since the start, per minute."""
+    table = Table(title=f"cgo-audit watch  ({len(samples)} samples, Ctrl-C for the verdict)", width=78)
+    for column in ("figure", "now", "since start", "per minute"):
+        table.add_column(column, justify="right" if column != "figure" else "left")
+    first, last = samples[0], samples[-1]
+    minutes = max((last.time_s - first.time_s) / 60, 1e-9)
+    for label, key, unit in ROWS:
+        now, start = getattr(last, key), getattr(first, key)
+        if now is None or start is None:
+            table.add_row(label, "-", "not measured", "")
+            continue
+        change = now - start
+        table.add_row(label, describe(now, unit), ("+" if change > 0 else "") + describe(change, unit),
+                      describe(int(change / minutes), unit) if last.time_s > first.time_s else "")
+    return table

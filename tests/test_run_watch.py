@@ -1,0 +1,113 @@
+"""`cgo-audit run` and `watch` on a live fixture server under loopback load."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cgo_audit.load import HttpLoad
+from cgo_audit.runner import ShimSession
+
+from helpers import FIXTURES, assert_one_line_error, audit_json, run_cli
+
+SERVER_CWD = FIXTURES / "cstring"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_server(tmp_path, leakyserver, mode: str, *extra: str, key: str = "timeout", seconds: int = 6):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    return audit_json(tmp_path, "--duration", str(seconds), "--interval", "0.25", "--pprof", base,
+                      "--load", f"{base}/value?key={key}", "--cwd", str(SERVER_CWD), *extra,
+                      "--", str(leakyserver), "-addr", f"127.0.0.1:{port}", "-mode", mode, command="run")
+
+
+def test_run_names_the_cstring_leak_per_request(tmp_path, leakyserver):
+    proc, report = run_server(tmp_path, leakyserver, "leaky")
+    program = report["program"]
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert program["verdict"] == "cgo-leak" and program["per"] == "request"
+    # Samples are taken while requests are in flight: per request within 1%.
+    assert program["c_leak_bytes_per_op"] == pytest.approx(26.0, rel=0.01)
+    assert program["c_leak_allocs_per_op"] == pytest.approx(2.0, rel=0.01)
+    assert abs(program["go_heap_growth_bytes_per_op"]) < 16
+    assert program["samples"][-1]["ops"] > 1000
+    assert any(site["function"].endswith("cstring.GetValueLeaky") for site in program["sites"])
+    assert "C-B/req" in proc.stdout
+
+
+def test_run_calls_the_fix_clean(tmp_path, leakyserver):
+    proc, report = run_server(tmp_path, leakyserver, "fixed")
+    assert proc.returncode == 0, proc.stdout
+    assert report["program"]["verdict"] == "clean"
+
+
+def test_run_sees_goroutines_through_the_pprof_endpoint(tmp_path, leakyserver):
+    proc, report = run_server(tmp_path, leakyserver, "goroutines")
+    program = report["program"]
+    assert program["verdict"] == "goroutine-leak"
+    assert program["goroutines_per_op"] == pytest.approx(1.0, rel=0.05)
+
+
+def test_run_killed_by_its_memory_limit_still_gets_a_verdict(tmp_path, leakyserver):
+    # 60 KB keys: each request leaks a copy, so RSS passes the limit in seconds.
+    proc, report = run_server(tmp_path, leakyserver, "leaky", "--memory-limit", "200MiB", key="k" * 60000,
+                              seconds=60)
+    program = report["program"]
+    assert "memory limit" in program["ended"]
+    assert program["verdict"] == "cgo-leak" and proc.returncode == 1
+    assert program["c_leak_bytes_per_op"] == pytest.approx(60000 + 1 + 18, rel=0.02)
+    assert program["samples"][-1]["rss_bytes"] > 150 << 20
+
+
+def test_run_without_a_command_or_with_a_missing_one(tmp_path):
+    assert_one_line_error(run_cli("run", "--duration", "1"), "needs a command")
+    assert_one_line_error(run_cli("run", "--duration", "1", "--", str(tmp_path / "nope")), "command not found")
+
+
+def test_watch_reads_the_c_heap_of_a_process_started_under_the_shim(tmp_path, shim_path, leakyserver):
+    port = free_port()
+    with ShimSession(shim_path) as session:
+        server = subprocess.Popen([str(leakyserver), "-addr", f"127.0.0.1:{port}"], cwd=SERVER_CWD,
+                                  env=session.environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        load = HttpLoad([f"http://127.0.0.1:{port}/value"])
+        try:
+            assert load.wait_ready(20)
+            load.start()
+            proc, report = audit_json(tmp_path, str(server.pid), "--duration", "4", "--interval", "0.25",
+                                      "--pprof", f"http://127.0.0.1:{port}", command="watch")
+        finally:
+            load.stop()
+            server.kill()
+            server.wait()
+    program = report["program"]
+    assert program["per"] == "second" and program["verdict"] == "cgo-leak", proc.stdout
+    assert program["c_leak_bytes_per_op"] > 0
+    assert not any("C heap" in line for line in program["not_measured"])
+
+
+def test_watch_says_what_it_cannot_measure(tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        proc, report = audit_json(tmp_path, str(sleeper.pid), "--duration", "2", "--interval", "0.25",
+                                  command="watch")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr
+    missing = " ".join(report["program"]["not_measured"])
+    assert "not started under the shim" in missing and "no --pprof URL" in missing
+    assert "not measured: C heap" in " ".join(proc.stdout.split())
+
+
+def test_watch_a_pid_that_does_not_exist():
+    assert_one_line_error(run_cli("watch", "999999999", "--duration", "1"), "no process with pid")
