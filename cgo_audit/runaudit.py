@@ -65,6 +65,7 @@ class ProgramSample:
     goroutines: int | None
     go_heap_bytes: int | None
     go_stamp: float | None = None  # requests or seconds when the Go side was read (it lags)
+    incarnation: int = 0           # which start of the program (restarts after an OOM kill)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
