@@ -8,95 +8,68 @@ import os
 import re
 import resource
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Protocol, Sequence
 
 from cgo_audit import analysis
 from cgo_audit.errors import AuditError
-from cgo_audit.golayout import LayoutUnavailable, read_layout
-from cgo_audit.gotool import GoBuildError, GoPackage, build_test_binary, link_info, list_packages, list_tests
+from cgo_audit.gotool import go_executable, list_packages
 from cgo_audit.model import AuditReport, BenchResult, PackageOutcome, RunPoint, point_from_run
-from cgo_audit.probe import WRAPPER_PREFIX, write_overlay, wrapper_name
 from cgo_audit.runner import ShimSession, run_target
 from cgo_audit.shimbuild import build_shim
 from cgo_audit.sites import RunStacks, measure_sites
 from cgo_audit.symbolize import Symbolizer
-
-STACK_MODES = ("all", "sampled", "off")
-
-
-@dataclass
-class BenchSettings:
-    patterns: Sequence[str] = ("./...",)
-    directory: Path = Path(".")
-    bench_regex: str = "."
-    sizes: Sequence[int] | None = None      # fixed -test.benchtime=Nx values
-    run_seconds: float = 0.4                # the largest run's target length
-    max_n: int = 20_000_000
-    max_growth_bytes: int = 256 << 20       # the largest run may grow memory this much
-    max_extensions: int = 2                 # larger runs allowed when a shape is undecided
-    run_timeout_s: float = 120.0
-    tags: Sequence[str] = ()
-    go_flags: Sequence[str] = ()
-    probe: bool = True
-    stacks: str = "all"                     # allocation stacks: all, sampled or off
-    sample_bytes: int = 512 * 1024          # sampled mode: mean bytes between samples
-    sample_interval_s: float = 0.05
-    keep_work: bool = False
-
-    def as_dict(self) -> dict[str, object]:
-        return {"patterns": list(self.patterns), "directory": str(self.directory),
-                "bench": self.bench_regex, "sizes": list(self.sizes) if self.sizes else None,
-                "run_seconds": self.run_seconds, "tags": list(self.tags), "probe": self.probe,
-                "stacks": self.stacks}
-
-    def build_env(self) -> dict[str, str]:
-        """C compiled with frame pointers, so the stack walk can name C frames too."""
-        if self.stacks == "off":
-            return {}
-        flags = os.environ.get("CGO_CFLAGS", "-O2 -g")
-        return {"CGO_CFLAGS": f"{flags} -fno-omit-frame-pointer"}
+from cgo_audit.targets import BENCHMARK, BenchSettings, BenchTarget, find_modules, prepare_package
 
 
-Progress = Callable[[str], None]
+class AuditProgress(Protocol):
+    """What the audit tells a progress display (see report/progress.py)."""
+
+    def building(self, package: str) -> None: ...
+    def planned(self, targets: int) -> None: ...
+    def running(self, target: str, n: int) -> None: ...
+    def finished(self, target: str) -> None: ...
 
 
-@dataclass
-class BenchTarget:
-    """One benchmark, ready to run."""
+class NoProgress:
+    def building(self, package: str) -> None:
+        pass
 
-    package: GoPackage
-    name: str
-    binary: Path
-    probed: bool
-    notes: list[str] = field(default_factory=list)
-    go_layout: str | None = None      # CGO_AUDIT_GO_LAYOUT for the stack walk
+    def planned(self, targets: int) -> None:
+        pass
 
-    @property
-    def listed_name(self) -> str:
-        return wrapper_name(self.name) if self.probed else self.name
+    def running(self, target: str, n: int) -> None:
+        pass
+
+    def finished(self, target: str) -> None:
+        pass
 
 
 def run_benchmark_once(target: BenchTarget, n: int, settings: BenchSettings) -> RunPoint:
-    """One process: -test.benchtime=Nx under the shim."""
+    """One process under the shim: a benchmark at -test.benchtime=Nx, or a
+    test at -test.count=N."""
     godebug = ",".join(part for part in (os.environ.get("GODEBUG", ""), "gctrace=1") if part)
     env = {"GODEBUG": godebug}
+    if target.go_layout:
+        env["CGO_AUDIT_GO_LAYOUT"] = target.go_layout
     if settings.stacks != "off":
         env.update(CGO_AUDIT_STACKS=settings.stacks, CGO_AUDIT_SAMPLE_BYTES=str(settings.sample_bytes))
-        if target.go_layout:
-            env["CGO_AUDIT_GO_LAYOUT"] = target.go_layout
-    argv = [str(target.binary), "-test.run=^$", f"-test.bench=^{re.escape(target.listed_name)}$",
-            f"-test.benchtime={n}x", "-test.benchmem", "-test.count=1",
-            f"-test.timeout={int(settings.run_timeout_s) + 60}s"]
+    if target.kind == BENCHMARK:
+        selection = ["-test.run=^$", f"-test.bench={target.pattern()}", f"-test.benchtime={n}x",
+                     "-test.benchmem", "-test.count=1"]
+    else:
+        selection = [f"-test.run={target.pattern()}", f"-test.count={n}"]
+    argv = [str(target.binary), *selection, f"-test.timeout={int(settings.run_timeout_s) + 60}s"]
     with ShimSession(build_shim(), keep=settings.keep_work) as session:
         record = run_target(argv, session, cwd=target.package.dir, env_extra=env,
                             timeout_s=settings.run_timeout_s, probe=target.probed,
                             sample_interval_s=settings.sample_interval_s)
-    return point_from_run(record, n, target.name)
+    return point_from_run(record, n, target.name)  # the probe labels snapshots with the top-level name
 
 
-CALIBRATION_OPS = 64
+CALIBRATION_OPS = {BENCHMARK: 64, "test": 4}
 GOROUTINE_BYTES = 4096        # a blocked goroutine's stack and descriptor, roughly
 
 
@@ -114,7 +87,7 @@ def growth_budget(calibration: RunPoint, ns_per_op: float, settings: BenchSettin
     ops = max(calibration.ops, 1)
     limits = [Budget(int(settings.run_seconds * 1e9 / max(ns_per_op, 1.0)), f"{settings.run_seconds:g}s per run"),
               Budget(settings.max_n, "the size cap")]
-    memory_per_op = max(calibration.c_bytes, calibration.go_heap_bytes or 0, calibration.rss_bytes or 0,
+    memory_per_op = max(calibration.c_bytes or 0, calibration.go_heap_bytes or 0, calibration.rss_bytes or 0,
                         (calibration.goroutines or 0) * GOROUTINE_BYTES, 0) / ops
     if memory_per_op > 0:
         limits.append(Budget(int(settings.max_growth_bytes / memory_per_op),
@@ -127,7 +100,7 @@ def growth_budget(calibration: RunPoint, ns_per_op: float, settings: BenchSettin
     if threads_per_op > 0:
         limits.append(Budget(int(2000 / threads_per_op), "2000 threads"))
     tightest = min(limits, key=lambda b: b.ops)
-    return Budget(max(16, tightest.ops), tightest.reason)
+    return Budget(max(4 * ops, tightest.ops), tightest.reason)
 
 
 def planned_sizes(budget: Budget) -> list[int]:
@@ -153,19 +126,30 @@ def analyse(points: Sequence[RunPoint]) -> tuple[dict[str, analysis.Growth], ana
     return growth, analysis.decide(growth)
 
 
-def measure(target: BenchTarget, settings: BenchSettings, progress: Progress) -> BenchResult:
+def measure(target: BenchTarget, settings: BenchSettings, progress: AuditProgress) -> list[BenchResult]:
+    """A benchmark's result, or one per sub-benchmark when it has them (a
+    parent that only calls b.Run has no loop of its own to measure)."""
+    if not target.sub and target.kind == BENCHMARK:
+        first = run_benchmark_once(target, 1, settings)
+        subs = target.sub_benchmarks(first.record.stdout if first.record else "")
+        if subs:
+            return [result for sub in subs for result in measure(sub, settings, progress)]
+    return [measure_one(target, settings, progress)]
+
+
+def measure_one(target: BenchTarget, settings: BenchSettings, progress: AuditProgress) -> BenchResult:
     points: list[RunPoint] = []
     notes = list(target.notes)
 
     def run(n: int) -> RunPoint:
-        progress(f"{target.package.import_path} {target.name} {n}x")
+        progress.running(f"{target.package.import_path} {target.full_name}", n)
         point = run_benchmark_once(target, n, settings)
         points.append(point)
         return point
 
     def failed(point: RunPoint) -> BenchResult:
         growth, verdicts = analyse(points)
-        return BenchResult(package=target.package.import_path, name=target.name, verdicts=verdicts,
+        return BenchResult(package=target.package.import_path, name=target.full_name, verdicts=verdicts,
                            growth=growth, points=points, notes=notes,
                            error=f"the benchmark {point.status}{_failure_detail(point)}")
 
@@ -176,11 +160,13 @@ def measure(target: BenchTarget, settings: BenchSettings, progress: Progress) ->
         first = run(1)
         if not first.ok:
             return failed(first)
-        calibration = run(CALIBRATION_OPS)
+        calibration_ops = CALIBRATION_OPS[target.kind]
+        calibration = run(calibration_ops)
         if not calibration.ok:
             return failed(calibration)
-        budget = growth_budget(calibration, calibration.ns_per_op or first.ns_per_op or 1e6, settings)
-        sizes = [n for n in planned_sizes(budget) if n > CALIBRATION_OPS]
+        ns_per_op = calibration.ns_per_op or calibration.elapsed_s * 1e9 / calibration_ops
+        budget = growth_budget(calibration, ns_per_op, settings)
+        sizes = [n for n in planned_sizes(budget) if n > calibration_ops]
     failure = _run_sizes(run, sizes)
     if failure is not None:
         # Out of fds or memory part-way: decide from the runs that finished,
@@ -214,10 +200,11 @@ def measure(target: BenchTarget, settings: BenchSettings, progress: Progress) ->
         extensions += 1
     if verdicts.undecided:
         notes.append("undecided after the largest runs: " + ", ".join(verdicts.undecided))
-    result = BenchResult(package=target.package.import_path, name=target.name, verdicts=verdicts,
+    result = BenchResult(package=target.package.import_path, name=target.full_name, verdicts=verdicts,
                          growth=growth, points=points, notes=notes)
     if settings.stacks != "off" and analysis.CGO_LEAK in verdicts.all:
         attribute(result, settings)
+    progress.finished(target.full_name)
     return result
 
 
@@ -259,68 +246,51 @@ def _failure_detail(point: RunPoint) -> str:
     return ""
 
 
-def prepare_package(package: GoPackage, settings: BenchSettings, workdir: Path
-                    ) -> tuple[list[BenchTarget], PackageOutcome]:
-    """Builds a package's test binaries and lists its benchmarks."""
-    path = package.import_path
-    if package.error:
-        return [], PackageOutcome(path, "build-failed", package.error)
-    if not package.has_tests:
-        return [], PackageOutcome(path, "no-tests", "no _test.go files")
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", path)
-    build_env = settings.build_env()
-    try:
-        plain = build_test_binary(package, workdir / f"{safe}.test", tags=settings.tags,
-                                  go_flags=settings.go_flags, env=build_env)
-    except GoBuildError as exc:
-        return [], PackageOutcome(path, "build-failed", str(exc))
-    link = link_info(plain)
-    if not link.dynamic:
-        return [], PackageOutcome(path, "no-cgo", "its test binary is statically linked, so LD_PRELOAD "
-                                  "cannot reach it; without cgo its C heap cannot leak from Go code")
-    pattern = re.compile(settings.bench_regex)
-    names = [name for name in list_tests(plain, package.dir)
-             if pattern.search(name) and not name.startswith(WRAPPER_PREFIX)]
-    if not names:
-        return [], PackageOutcome(path, "no-benchmarks", f"no benchmark matches {settings.bench_regex!r}")
-    binary, probed, notes = plain, set(), []
-    if settings.probe:
-        overlay = write_overlay(package, names, workdir / f"{safe}.probe")
-        if overlay is not None:
-            try:
-                binary = build_test_binary(package, workdir / f"{safe}.probe.test", overlay=overlay,
-                                           tags=settings.tags, go_flags=settings.go_flags, env=build_env)
-                probed = set(list_tests(binary, package.dir, "^" + WRAPPER_PREFIX))
-            except GoBuildError as exc:
-                notes.append(f"probe not built, figures taken at exit ({exc})")
-    layout = None
-    if settings.stacks != "off":
+def measure_all(targets: Sequence[BenchTarget], settings: BenchSettings, progress: AuditProgress
+                ) -> list[BenchResult]:
+    """Each target's results, in order. A benchmark's runs are sequential
+    (each size is planned from the last); different ones run side by side."""
+    with ThreadPoolExecutor(max_workers=max(1, settings.jobs)) as pool:
+        return [r for batch in pool.map(lambda t: measure(t, settings, progress), targets) for r in batch]
+
+
+def packages_to_audit(settings: BenchSettings) -> list[tuple[Path, list]]:
+    """(module directory, packages) for the directory, and every module below
+    it when asked (a tree of several modules: `make audit PKG=...`)."""
+    directory = Path(settings.directory)
+    if not directory.is_dir():
+        raise AuditError(f"no such directory: {directory}")
+    go_executable()
+    roots = find_modules(directory) if settings.nested_modules else []
+    found = []
+    if not roots or roots[0] != directory:
         try:
-            layout = read_layout(binary).environment_value()
-        except LayoutUnavailable as exc:
-            notes.append(f"Go frames cannot be named: the test binary {exc}; leak sites show C frames only")
-    targets = [BenchTarget(package, name, binary, wrapper_name(name) in probed, list(notes), layout)
-               for name in names]
-    for target in targets:
-        if not target.probed and not notes:
-            target.notes.append("probe could not wrap this benchmark: figures taken at exit")
-    return targets, PackageOutcome(path, "audited", f"{len(targets)} benchmark(s)")
+            found.append((directory, list_packages(settings.patterns, directory, settings.tags, settings.go_flags)))
+        except AuditError:
+            if not roots:
+                raise
+    for root in roots:
+        found.append((root, list_packages(settings.patterns, root, settings.tags, settings.go_flags)))
+    return found
 
 
-def audit_benchmarks(settings: BenchSettings, progress: Progress = lambda _: None) -> AuditReport:
+def audit_benchmarks(settings: BenchSettings, progress: AuditProgress | None = None) -> AuditReport:
+    progress = progress or NoProgress()
     build_shim()  # fail early, with its own message, if the shim cannot be built
-    packages = list_packages(settings.patterns, settings.directory, settings.tags, settings.go_flags)
-    if not packages:
+    modules = packages_to_audit(settings)
+    if not any(packages for _, packages in modules):
         raise AuditError(f"no Go packages match {' '.join(settings.patterns)} in {settings.directory}")
-    results: list[BenchResult] = []
     outcomes: list[PackageOutcome] = []
+    targets: list[BenchTarget] = []
     with tempfile.TemporaryDirectory(prefix="cgo-audit-build-") as work:
-        for package in packages:
-            progress(f"building {package.import_path}")
-            targets, outcome = prepare_package(package, settings, Path(work))
-            outcomes.append(outcome)
-            for target in targets:
-                results.append(measure(target, settings, progress))
+        for _, packages in modules:
+            for package in packages:
+                progress.building(package.import_path)
+                found, outcome = prepare_package(package, settings, Path(work))
+                outcomes.append(outcome)
+                targets.extend(found)
+        progress.planned(len(targets))
+        results = measure_all(targets, settings, progress)
     if not results:
         reasons = "; ".join(f"{o.import_path}: {o.status} ({o.detail})" for o in outcomes)
         raise AuditError(f"nothing to audit: {reasons}")

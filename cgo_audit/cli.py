@@ -12,6 +12,7 @@ import re
 import shlex
 import shutil
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 from typing import Sequence
@@ -25,9 +26,9 @@ EXIT_CLEAN, EXIT_LEAK, EXIT_ERROR = 0, 1, 2
 
 
 def exit_status(results: Sequence[object]) -> int:
-    """1 when a leak is not covered by the baseline, else 2 when a benchmark
-    could not be audited, else 0."""
-    if any(r.is_leak and not r.accepted_by_baseline for r in results):  # type: ignore[attr-defined]
+    """1 when a leak is neither accepted by the baseline nor under the
+    threshold, else 2 when a benchmark could not be audited, else 0."""
+    if any(r.is_new_leak for r in results):  # type: ignore[attr-defined]
         return EXIT_LEAK
     if any(r.error for r in results):  # type: ignore[attr-defined]
         return EXIT_ERROR
@@ -48,7 +49,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="audit a package's benchmarks for leaks",
                            description="Build each package's test binary, run every benchmark at several "
                            "sizes under the shim, and report growth per operation.")
-    bench.add_argument("patterns", nargs="*", default=["./..."], help="package patterns (default ./...)")
+    bench.add_argument("patterns", nargs="*", help="package patterns (default: ./... of every module below --dir)")
     bench.add_argument("--dir", type=Path, default=Path("."), help="directory to run go in (a module)")
     bench.add_argument("--bench", default=".", help="only benchmarks whose name matches this regex")
     bench.add_argument("--sizes", type=_sizes, help="fixed -test.benchtime=Nx values, e.g. 1000,2000,4000")
@@ -64,33 +65,49 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--sample-bytes", type=int, default=512 * 1024,
                        help="with --stacks sampled: mean bytes between samples (default 512 KiB, like Go)")
     bench.add_argument("--baseline", type=Path, help="JSON file of accepted known leaks")
+    bench.add_argument("--max-leak-bytes-per-op", type=float, metavar="BYTES",
+                       help="tolerate byte leaks (C heap, Go heap, RSS) up to this per op (default: none)")
+    bench.add_argument("--junit", type=Path, help="write a JUnit XML report here (a test case per benchmark)")
     bench.add_argument("--json", type=Path, help="write the JSON report here")
     bench.add_argument("--pprof", type=Path, help="write the C-heap leak as a gzipped pprof profile here")
     bench.add_argument("--quiet", action="store_true", help="only leaks, errors and the summary")
+    bench.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
+                       help="benchmarks run side by side (default: the number of CPUs)")
+    bench.add_argument("--no-tests", action="store_true",
+                       help="do not fall back to tests in packages without benchmarks")
 
 
 def run_bench(args: argparse.Namespace, console: Console) -> int:
-    from cgo_audit.baseline import apply_baseline, load_baseline
-    from cgo_audit.benchaudit import BenchSettings, audit_benchmarks
+    from cgo_audit.baseline import apply_policy, load_baseline
+    from cgo_audit.benchaudit import audit_benchmarks
+    from cgo_audit.targets import BenchSettings
     from cgo_audit.report.json_report import write_json
     from cgo_audit.report.terminal import render
 
     accepted = load_baseline(args.baseline) if args.baseline else []
     settings = BenchSettings(
-        patterns=args.patterns, directory=args.dir.resolve(), bench_regex=args.bench, sizes=args.sizes,
+        patterns=args.patterns or ["./..."], nested_modules=not args.patterns, jobs=max(1, args.jobs),
+        tests_when_no_benchmarks=not args.no_tests,
+        directory=args.dir.resolve(), bench_regex=args.bench, sizes=args.sizes,
         run_seconds=args.run_seconds, run_timeout_s=args.timeout,
         tags=[t for t in args.tags.split(",") if t], go_flags=shlex.split(args.go_flags),
         probe=not args.no_probe, stacks=args.stacks, sample_bytes=args.sample_bytes)
-    live = console.is_terminal and not args.quiet
-    progress = (lambda msg: console.print(f"[dim]  {msg[:76]}[/]".ljust(79), end="\r")) if live else (lambda _msg: None)
-    report = audit_benchmarks(settings, progress=progress)
-    apply_baseline(report.results, accepted)
+    if console.is_terminal and not args.quiet:
+        from cgo_audit.report.progress import BarProgress
+
+        with BarProgress(console) as bar:
+            report = audit_benchmarks(settings, progress=bar)
+    else:
+        report = audit_benchmarks(settings)
+    apply_policy(report.results, accepted, args.max_leak_bytes_per_op)
     status = exit_status(report.results)
-    if live:
-        console.print(" " * 79, end="\r")
     render(report, status, console, quiet=args.quiet)
     if args.json:
         write_json(report, status, args.json)
+    if args.junit:
+        from cgo_audit.report.junit import write_junit
+
+        write_junit(report, args.junit)
     if args.pprof:
         from cgo_audit.report.pprof import write_pprof
 
@@ -127,6 +144,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                      help="keep GET requests going against URL (repeatable); figures become per request")
     run.add_argument("--concurrency", type=int, default=2, help="--load connections (default 2)")
     run.add_argument("--memory-limit", type=byte_size, help="kill it when RSS passes this, like the OOM killer")
+    run.add_argument("--restarts", type=int, default=0,
+                     help="start it again up to this many times when it dies (the OOM-kill sawtooth)")
     run.add_argument("--stacks", choices=("all", "sampled", "off"), default="sampled",
                      help="allocation stacks for leak sites (default sampled)")
     run.add_argument("--cwd", type=Path, default=Path("."), help="directory to start CMD in")
@@ -145,6 +164,7 @@ def run_program(args: argparse.Namespace, console: Console) -> int:
     settings = RunSettings(argv=command, cwd=args.cwd, duration_s=args.duration or None,
                            interval_s=args.interval, pprof_url=args.pprof_url, load_urls=args.load,
                            load_concurrency=args.concurrency, memory_limit_bytes=args.memory_limit,
+                           restarts=args.restarts,
                            stacks=args.stacks, warmup_s=args.warmup)
     live = console.is_terminal and not args.quiet
 
@@ -199,6 +219,65 @@ def watch_program(args: argparse.Namespace, console: Console) -> int:
     return status
 
 
+def _add_baseline(sub: argparse._SubParsersAction) -> None:
+    baseline = sub.add_parser("baseline", help="write a baseline that accepts the leaks of a run",
+                              description="Read the JSON report of a run (cgo-audit bench --json) and write a "
+                              "baseline accepting its leaks: verdicts, C bytes/op and sites.")
+    baseline.add_argument("report", type=Path, help="a JSON report from cgo-audit bench --json")
+    baseline.add_argument("-o", "--output", type=Path, default=Path("cgo-audit-baseline.json"))
+    baseline.add_argument("--reason", default="known leak, accepted when the baseline was written")
+
+
+def write_baseline(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from cgo_audit.baseline import baseline_from_report
+
+    try:
+        report = json.loads(args.report.read_text())
+    except (OSError, ValueError) as exc:
+        raise AuditError(f"cannot read the report {args.report}: {exc}") from None
+    if not isinstance(report, dict) or "results" not in report:
+        raise AuditError(f"{args.report} is not a cgo-audit bench report (no \"results\")")
+    baseline = baseline_from_report(report, args.reason)
+    args.output.write_text(json.dumps(baseline, indent=2) + "\n")
+    console.print(f"wrote {args.output}: {len(baseline['accepted'])} accepted leak(s)")
+    return EXIT_CLEAN
+
+
+def _add_exec(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser("exec", help="for go test -exec: run a test binary under the shim and audit it",
+                         description="go test -exec 'cgo-audit exec' ./... runs each package's test binary "
+                         "as asked (output and status pass through), then audits it: every benchmark when "
+                         "-bench is given, else every test at several -test.count values. A new leak fails "
+                         "the package.")
+    run.add_argument("binary", type=Path)
+    run.add_argument("args", nargs=argparse.REMAINDER)
+    run.add_argument("--sizes", type=_sizes, help="fixed sizes (default: adaptive for benchmarks, "
+                     "1,2,4,8 runs for tests)")
+    run.add_argument("--baseline", type=Path, help="JSON file of accepted known leaks")
+    run.add_argument("--max-leak-bytes-per-op", type=float, metavar="BYTES")
+
+
+def exec_binary(args: argparse.Namespace, console: Console) -> int:
+    from cgo_audit.baseline import apply_policy, load_baseline
+    from cgo_audit.benchaudit import NoProgress
+    from cgo_audit.execaudit import audit_exec
+    from cgo_audit.report.terminal import render
+    from cgo_audit.targets import BenchSettings
+
+    accepted = load_baseline(args.baseline) if args.baseline else []
+    settings = BenchSettings(sizes=args.sizes, jobs=os.cpu_count() or 1)
+    with tempfile.TemporaryDirectory(prefix="cgo-audit-exec-") as work:
+        test_status, report = audit_exec(args.binary.resolve(), args.args, settings, NoProgress(), Path(work))
+    if report is None:
+        return test_status
+    apply_policy(report.results, accepted, args.max_leak_bytes_per_op)
+    status = exit_status(report.results)
+    render(report, status, console)
+    return test_status or status
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cgo-audit", description="Find C-heap leaks in Go programs "
                                      "that use cgo, where go tool pprof cannot look.")
@@ -208,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_run(sub)
     _add_watch(sub)
+    _add_baseline(sub)
+    _add_exec(sub)
     shim = sub.add_parser("build-shim", help="build the LD_PRELOAD shim and print its path")
     shim.add_argument("--output", type=Path, help="also copy the library here")
     return parser
@@ -224,6 +305,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_program(args, console)
         if args.command == "watch":
             return watch_program(args, console)
+        if args.command == "baseline":
+            return write_baseline(args, console)
+        if args.command == "exec":
+            return exec_binary(args, console)
         if args.command == "build-shim":
             from cgo_audit.shimbuild import build_shim
             path = build_shim()

@@ -28,10 +28,15 @@ class GoLayout:
     g_stack_lo: int
     g_stack_hi: int
     g_gopc: int
+    # x_cgo_thread_start's code: the runtime mallocs each new thread's start
+    # block there, and the shim tags those blocks as the runtime's.
+    thread_start_lo: int = 0
+    thread_start_hi: int = 0
 
     def environment_value(self) -> str:
         """The CGO_AUDIT_GO_LAYOUT string the shim parses."""
-        return ",".join(f"{name}={getattr(self, name)}" for name in self.__dataclass_fields__)
+        return ",".join(f"{name}={getattr(self, name)}" for name in self.__dataclass_fields__
+                        if getattr(self, name) or not name.startswith("thread_start"))
 
 
 class LayoutUnavailable(Exception):
@@ -79,6 +84,15 @@ def _tls_g_offset(elf: ELFFile) -> int:
     return int(symbols[0]["st_value"]) - block
 
 
+def _function_range(elf: ELFFile, name: str) -> tuple[int, int]:
+    symtab = elf.get_section_by_name(".symtab")
+    if isinstance(symtab, SymbolTableSection):
+        for symbol in symtab.get_symbol_by_name(name) or ():
+            if symbol["st_info"]["type"] == "STT_FUNC" and symbol["st_size"]:
+                return int(symbol["st_value"]), int(symbol["st_value"]) + int(symbol["st_size"])
+    return 0, 0
+
+
 def read_layout(binary: Path) -> GoLayout:
     """The layout of binary, or LayoutUnavailable saying why not."""
     try:
@@ -88,12 +102,13 @@ def read_layout(binary: Path) -> GoLayout:
                 raise LayoutUnavailable(f"is for {elf['e_machine']}; the stack walk supports x86-64 only")
             tls_g = _tls_g_offset(elf)
             members = _struct_members(elf)
+            thread_start = _function_range(elf, "x_cgo_thread_start")
     except (ELFError, DWARFError, OSError) as exc:
         raise LayoutUnavailable(f"cannot be read: {exc}") from None
     try:
         g, m, gobuf, stack = (members[name] for name in ("runtime.g", "runtime.m", "runtime.gobuf", "runtime.stack"))
         return GoLayout(tls_g=tls_g, g_m=g["m"], m_curg=m["curg"], g_sched_bp=g["sched"] + gobuf["bp"],
                         g_stack_lo=g["stack"] + stack["lo"], g_stack_hi=g["stack"] + stack["hi"],
-                        g_gopc=g["gopc"])
+                        g_gopc=g["gopc"], thread_start_lo=thread_start[0], thread_start_hi=thread_start[1])
     except KeyError as exc:
         raise LayoutUnavailable(f"has a runtime without the field {exc}") from None

@@ -33,8 +33,8 @@ class RunPoint:
     n: int                          # -test.benchtime=Nx
     ops: int                        # operations between the two snapshots
     source: str                     # "probe" or "exit"
-    c_bytes: int
-    c_allocs: int
+    c_bytes: int | None             # None: the shim could not reach it (no cgo)
+    c_allocs: int | None
     go_heap_bytes: int | None
     goroutines: int | None
     fds: int | None
@@ -76,7 +76,7 @@ def _delta(first: Snapshot, last: Snapshot, key: str) -> int | None:
 
 def point_from_run(record: RunRecord, n: int, bench: str) -> RunPoint:
     """The figures of one benchmark run, from its probe snapshots if complete."""
-    mine = [s for s in record.snapshots if s.bench == bench and s.c_heap is not None]
+    mine = [s for s in record.snapshots if s.bench == bench]
     befores = [s for s in mine if s.label == "before"]
     afters = [s for s in mine if s.label == "after"]
     ns_per_op = None
@@ -88,19 +88,19 @@ def point_from_run(record: RunRecord, n: int, bench: str) -> RunPoint:
     # mid-round reports what it held when it died (the exit figures).
     if not failed and befores and len(afters) == len(befores):
         first, last = befores[0], afters[-1]
-        assert first.c_heap and last.c_heap
         ops = max(sum(int(s.n or 0) for s in afters), n)
+        c_heap = first.c_heap is not None and last.c_heap is not None
         return RunPoint(
             n=n, ops=ops, source="probe",
-            c_bytes=last.c_heap.user_live_bytes - first.c_heap.user_live_bytes,
-            c_allocs=last.c_heap.user_live_allocs - first.c_heap.user_live_allocs,
+            c_bytes=last.c_heap.user_live_bytes - first.c_heap.user_live_bytes if c_heap else None,  # type: ignore[union-attr]
+            c_allocs=last.c_heap.user_live_allocs - first.c_heap.user_live_allocs if c_heap else None,  # type: ignore[union-attr]
             go_heap_bytes=_delta(first, last, GO_HEAP_LIVE),
             goroutines=_delta(first, last, GO_GOROUTINES),
             fds=_process_delta(first, last, "num_fds"), sockets=_process_delta(first, last, "num_sockets"),
             threads=_process_delta(first, last, "num_threads"),
             rss_bytes=(last.process.target_rss_bytes - first.process.target_rss_bytes
                        if first.process and last.process else None),
-            c_peak_bytes=last.c_heap.peak_live_bytes - first.c_heap.peak_live_bytes,
+            c_peak_bytes=last.c_heap.peak_live_bytes - first.c_heap.peak_live_bytes if c_heap else None,  # type: ignore[union-attr]
             go_mapped_bytes=_delta(first, last, GO_MAPPED),
             cgo_calls=_delta(first, last, GO_CGO_CALLS), finalizers_run=_delta(first, last, GO_FINALIZERS_RUN),
             elapsed_s=record.elapsed_s, ns_per_op=ns_per_op, status=status, ok=True, record=record,
@@ -111,7 +111,7 @@ def point_from_run(record: RunRecord, n: int, bench: str) -> RunPoint:
     last_sample = record.samples[-1] if record.samples else None
     return RunPoint(
         n=n, ops=n, source="exit",
-        c_bytes=cheap.user_live_bytes if cheap else 0, c_allocs=cheap.user_live_allocs if cheap else 0,
+        c_bytes=cheap.user_live_bytes if cheap else None, c_allocs=cheap.user_live_allocs if cheap else None,
         go_heap_bytes=cycles[-1].heap_live_bytes if cycles else None, goroutines=None,
         fds=last_sample.num_fds if last_sample else None,
         sockets=last_sample.num_sockets if last_sample else None,
@@ -137,6 +137,7 @@ class Findings:
     growth: dict[str, Growth]
     notes: list[str] = field(default_factory=list)
     accepted_by_baseline: bool = False
+    within_threshold: bool = False  # a byte leak under --max-leak-bytes-per-op
     error: str | None = None        # the audit could not finish
     sites: list[Site] = field(default_factory=list)
     runtime_c_bytes_per_op: float = 0.0   # the runtime's own C allocations, left out of sites
@@ -155,6 +156,11 @@ class Findings:
     @property
     def is_leak(self) -> bool:
         return self.error is None and self.verdicts.main != "clean"
+
+    @property
+    def is_new_leak(self) -> bool:
+        """A leak that should fail CI: neither accepted nor under the threshold."""
+        return self.is_leak and not self.accepted_by_baseline and not self.within_threshold
 
 
 @dataclass(kw_only=True)

@@ -13,26 +13,27 @@ from cgo_audit.gotool import GoPackage
 from cgo_audit.sources import go_template
 
 WRAPPER_PREFIX = "Benchmark_cgoaudit_"
+TEST_WRAPPER_PREFIX = "Test_cgoaudit_"
 INTERNAL, EXTERNAL = "internal", "external"
 
-# func BenchmarkX(b *testing.B) — however the testing package is imported.
-_BENCH_FUNC = re.compile(r"^func\s+(Benchmark\w*)\s*\(\s*\w+\s+\*\s*(?:\w+\s*\.\s*)?B\s*\)", re.M)
+# func BenchmarkX(b *testing.B) / func TestX(t *testing.T), however testing is imported.
+_TESTING_FUNC = re.compile(r"^func\s+((?:Benchmark|Test)\w*)\s*\(\s*\w+\s+\*\s*(?:\w+\s*\.\s*)?([BT])\s*\)", re.M)
 _PACKAGE_CLAUSE = re.compile(r"^package\s+(\w+)", re.M)
 
 
-def wrapper_name(benchmark: str) -> str:
-    return WRAPPER_PREFIX + benchmark[len("Benchmark"):]
+def wrapper_name(name: str) -> str:
+    """The probe's wrapper for BenchmarkX or TestX."""
+    if name.startswith("Benchmark"):
+        return WRAPPER_PREFIX + name[len("Benchmark"):]
+    return TEST_WRAPPER_PREFIX + name[len("Test"):]
 
 
-def original_name(listed: str) -> str:
-    """The user's benchmark a listed name stands for (wrappers map back)."""
-    if listed.startswith(WRAPPER_PREFIX):
-        return "Benchmark" + listed[len(WRAPPER_PREFIX):]
-    return listed
+def is_wrapper(name: str) -> bool:
+    return name.startswith((WRAPPER_PREFIX, TEST_WRAPPER_PREFIX))
 
 
 def locate_benchmarks(package: GoPackage) -> dict[str, tuple[str, str]]:
-    """Benchmark name -> (internal|external, Go package name of its file)."""
+    """Benchmark or test name -> (internal|external, Go package name of its file)."""
     found: dict[str, tuple[str, str]] = {}
     for kind, files in ((INTERNAL, package.test_go_files), (EXTERNAL, package.xtest_go_files)):
         for name in files:
@@ -43,16 +44,23 @@ def locate_benchmarks(package: GoPackage) -> dict[str, tuple[str, str]]:
             clause = _PACKAGE_CLAUSE.search(text)
             if clause is None:
                 continue
-            for match in _BENCH_FUNC.finditer(text):
-                found.setdefault(match.group(1), (kind, clause.group(1)))
+            for match in _TESTING_FUNC.finditer(text):
+                name, letter = match.group(1), match.group(2)
+                if (name.startswith("Benchmark") and letter == "B") or (name.startswith("Test") and letter == "T"):
+                    found.setdefault(name, (kind, clause.group(1)))
     return found
 
 
-def render_probe(go_package: str, benchmarks: Iterable[str]) -> str:
-    wrappers = "\n".join(
-        f"func {wrapper_name(name)}(b *cgoAuditTesting.B) {{\n"
-        f"\tcgoAuditProbe.wrap(b, {json.dumps(name)}, {name})\n}}\n"
-        for name in sorted(benchmarks))
+def _wrapper(name: str) -> str:
+    if name.startswith("Benchmark"):
+        return (f"func {wrapper_name(name)}(b *cgoAuditTesting.B) {{\n"
+                f"\tcgoAuditProbe.wrap(b, {json.dumps(name)}, {name})\n}}\n")
+    return (f"func {wrapper_name(name)}(t *cgoAuditTesting.T) {{\n"
+            f"\tcgoAuditProbe.wrapTest(t, {json.dumps(name)}, {name})\n}}\n")
+
+
+def render_probe(go_package: str, names: Iterable[str]) -> str:
+    wrappers = "\n".join(_wrapper(name) for name in sorted(names))
     return Template(go_template("probe_test.go.tmpl")).substitute(package=go_package, wrappers=wrappers)
 
 

@@ -42,6 +42,7 @@ class RunSettings:
     load_urls: Sequence[str] = ()
     load_concurrency: int = 2
     memory_limit_bytes: int | None = None
+    restarts: int = 0                        # start it again this many times when it dies (OOM, crash)
     stacks: str = "sampled"
     # Finer than Go's 512 KiB: a service's leak is a small part of what it
     # allocates, and a sampled capture costs well under a microsecond.
@@ -79,8 +80,9 @@ class ProgramResult(Findings):
     argv: list[str]
     per: str                       # what an "op" is: "request" (with --load) or "second"
     samples: list[ProgramSample]
-    record: RunRecord | None = field(default=None, repr=False)
+    record: RunRecord | None = field(default=None, repr=False)   # the start the verdict comes from
     missing: list[str] = field(default_factory=list)   # figures not measured, and why
+    ends: list[str] = field(default_factory=list)       # how each start of the program ended
 
     @property
     def name(self) -> str:
@@ -146,17 +148,17 @@ def audit_program(settings: RunSettings, progress: Progress = lambda _: None) ->
                        "(a Go binary without cgo: its C heap cannot leak from Go code)")
     if settings.stacks != "off":
         env.update(CGO_AUDIT_STACKS=settings.stacks, CGO_AUDIT_SAMPLE_BYTES=str(settings.sample_bytes))
-        if link.is_elf and link.dynamic:
-            try:
-                env["CGO_AUDIT_GO_LAYOUT"] = read_layout(program).environment_value()
-            except LayoutUnavailable:
-                pass  # not a Go binary, or stripped: sites show C frames only
+    if link.is_elf and link.dynamic:
+        try:
+            env["CGO_AUDIT_GO_LAYOUT"] = read_layout(program).environment_value()
+        except LayoutUnavailable:
+            pass  # not a Go binary, or stripped: sites show C frames only
     if not settings.pprof_url:
         missing.append("goroutines and Go heap: no --pprof URL (serve net/http/pprof and pass its address)")
     load = HttpLoad(settings.load_urls, settings.load_concurrency) if settings.load_urls else None
     per = "request" if load else "second"
     samples: list[ProgramSample] = []
-    early: dict[str, object] = {}
+    starts: list[tuple[RunRecord, dict[str, object]]] = []   # each start, with its early stacks
     lock = threading.Lock()
 
     with ShimSession(shim) as session:
@@ -166,33 +168,25 @@ def audit_program(settings: RunSettings, progress: Progress = lambda _: None) ->
             return float(load.completed) if load else time.monotonic() - started
 
         poller = EndpointPoller(settings.pprof_url, settings.interval_s, stamp) if settings.pprof_url else None
-
-        def on_sample(process: ProcessSample, cheap: CHeap | None, pid: int) -> None:
-            go = poller.latest() if poller else None
-            sample = ProgramSample(
-                time_s=process.time_s, ops=load.completed if load else None,
-                c_bytes=cheap.user_live_bytes if cheap else None,
-                c_allocs=cheap.user_live_allocs if cheap else None,
-                c_peak_bytes=cheap.peak_live_bytes if cheap else None,
-                rss_bytes=process.target_rss_bytes, fds=process.num_fds, sockets=process.num_sockets,
-                threads=process.num_threads, goroutines=go.goroutines if go else None,
-                go_heap_bytes=go.heap_live_bytes if go else None, go_stamp=go.stamp if go else None)
-            with lock:
-                samples.append(sample)
-                if "stacks" not in early and sample.time_s >= settings.warmup_s and cheap is not None:
-                    _, stacks = session.main_state(pid, stacks=True)
-                    early.update(stacks=stacks or [], ops=sample.ops or 0, time_s=sample.time_s)
-            progress(sample)
-
         if load is not None:
             threading.Thread(target=lambda: load.wait_ready(60) and load.start(), daemon=True).start()
         try:
             if poller is not None:
                 poller.__enter__()
-            record = run_target(list(settings.argv), session, cwd=cwd, env_extra=env,
-                                timeout_s=(settings.duration_s or 24 * 3600) + 30,
-                                sample_interval_s=settings.interval_s, on_sample=on_sample,
-                                stop_after_s=settings.duration_s, memory_limit_bytes=settings.memory_limit_bytes)
+            for incarnation in range(settings.restarts + 1):
+                offset = time.monotonic() - started
+                remaining = None if settings.duration_s is None else settings.duration_s - offset
+                if remaining is not None and remaining <= settings.interval_s:
+                    break
+                early: dict[str, object] = {}
+                record = run_target(list(settings.argv), session, cwd=cwd, env_extra=env,
+                                    timeout_s=(remaining or 24 * 3600) + 30, sample_interval_s=settings.interval_s,
+                                    on_sample=_sampler(session, settings, load, poller, samples, early, lock,
+                                                       progress, offset, incarnation),
+                                    stop_after_s=remaining, memory_limit_bytes=settings.memory_limit_bytes)
+                starts.append((record, early))
+                if record.stopped or (record.returncode == 0 and not record.memory_limit_hit):
+                    break  # asked to stop, or it ended on its own
         finally:
             if load is not None:
                 load.stop()
@@ -200,30 +194,67 @@ def audit_program(settings: RunSettings, progress: Progress = lambda _: None) ->
                 poller.__exit__(None, None, None)
     if load is not None and load.completed == 0:
         missing.append(f"requests: the load never got an answer ({load.last_error or 'no connection'})")
-    if not record.preload_active and link.dynamic:
+    if not any(record.preload_active for record, _ in starts) and link.dynamic:
         missing.append("C heap: the shim never started in the program (LD_PRELOAD not honoured)")
     if poller is not None and not any(s.goroutines is not None for s in samples):
         missing.append(f"goroutines and Go heap: the pprof endpoint never answered ({poller.last_error})")
-    return _conclude(settings, record, samples, early, per, missing)
+    return _conclude(settings, starts, samples, per, missing)
 
 
-def _conclude(settings: RunSettings, record: RunRecord, samples: list[ProgramSample], early: dict[str, object],
-              per: str, missing: list[str]) -> ProgramResult:
-    usable = [s for s in samples if s.time_s >= settings.warmup_s and (per != "request" or s.ops)]
+def _sampler(session: ShimSession, settings: RunSettings, load: HttpLoad | None, poller: EndpointPoller | None,
+             samples: list[ProgramSample], early: dict[str, object], lock: threading.Lock, progress: Progress,
+             offset: float, incarnation: int) -> Callable[[ProcessSample, CHeap | None, int], None]:
+    """The sample hook of one start of the program: its samples go on one
+    time axis with the others', tagged with which start they belong to."""
+    def on_sample(process: ProcessSample, cheap: CHeap | None, pid: int) -> None:
+        go = poller.latest() if poller else None
+        sample = ProgramSample(
+            time_s=offset + process.time_s, ops=load.completed if load else None,
+            c_bytes=cheap.user_live_bytes if cheap else None,
+            c_allocs=cheap.user_live_allocs if cheap else None,
+            c_peak_bytes=cheap.peak_live_bytes if cheap else None,
+            rss_bytes=process.target_rss_bytes, fds=process.num_fds, sockets=process.num_sockets,
+            threads=process.num_threads, goroutines=go.goroutines if go else None,
+            go_heap_bytes=go.heap_live_bytes if go else None, go_stamp=go.stamp if go else None,
+            incarnation=incarnation)
+        with lock:
+            samples.append(sample)
+            if "stacks" not in early and process.time_s >= settings.warmup_s and cheap is not None:
+                _, stacks = session.main_state(pid, stacks=True)
+                early.update(stacks=stacks or [], ops=sample.ops or 0, time_s=sample.time_s)
+        progress(sample)
+
+    return on_sample
+
+
+def _conclude(settings: RunSettings, starts: list[tuple[RunRecord, dict[str, object]]],
+              samples: list[ProgramSample], per: str, missing: list[str]) -> ProgramResult:
+    """Verdicts from the longest start of the program (each start's C heap
+    begins again at zero); every sample stays for the curves."""
+    if not starts:
+        raise AuditError("the program never started")
+    by_start = [[s for s in samples if s.incarnation == i] for i in range(len(starts))]
+    chosen = max(range(len(starts)), key=lambda i: len(by_start[i]))
+    record, early = starts[chosen]
+    usable = [s for s in by_start[chosen]
+              if s.time_s - by_start[chosen][0].time_s >= settings.warmup_s and (per != "request" or s.ops)]
     growth, verdicts = analyse_series(usable, per) if len(usable) >= 4 else ({}, analysis.decide({}))
     notes = []
     if len(usable) < 4:
         notes.append(f"only {len(usable)} usable sample(s): run longer (--duration) or sample more often (--interval)")
-    ended = record.exit_description()
-    if record.memory_limit_hit or record.crashed or (record.returncode not in (0, None) and not record.timed_out
-                                                     and settings.duration_s is None):
-        notes.append(f"the program {ended}; verdict from the {len(samples)} samples taken before")
+    ends = [f"start {i + 1} {r.exit_description()}" for i, r in enumerate(record for record, _ in starts)]
+    if len(starts) > 1:
+        notes.append(f"the program was started {len(starts)} times ({'; '.join(ends)}); "
+                     f"verdict from start {chosen + 1}, the longest")
+    elif record.memory_limit_hit or record.crashed or (record.returncode not in (0, None) and not record.stopped):
+        notes.append(f"the program {record.exit_description()}; verdict from the {len(samples)} samples taken before")
     result = ProgramResult(argv=list(settings.argv), per=per, samples=samples, record=record, missing=missing,
-                           verdicts=verdicts, growth=growth, notes=notes)
+                           ends=ends, verdicts=verdicts, growth=growth, notes=notes)
     if settings.stacks != "off" and analysis.CGO_LEAK in verdicts.all and early.get("stacks") is not None \
-            and record.maps:
-        ops = (samples[-1].ops or 0) - int(early["ops"]) if per == "request" \
-            else samples[-1].time_s - float(early["time_s"])  # type: ignore[arg-type]
+            and record.maps and usable:
+        last = usable[-1]
+        ops = (last.ops or 0) - int(early["ops"]) if per == "request" \
+            else last.time_s - float(early["time_s"])  # type: ignore[arg-type]
         deltas = stack_deltas(early["stacks"], record.final_stacks)  # type: ignore[arg-type]
         symbolizer = Symbolizer([])
         period = settings.sample_bytes if settings.stacks == "sampled" else 0

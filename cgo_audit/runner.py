@@ -311,7 +311,8 @@ def _watch(proc: subprocess.Popen[bytes], record: RunRecord, session: ShimSessio
             if maps:
                 record.maps = maps
             sample = sample_process(ps_proc, elapsed, span)
-            if sample is not None and memory_limit_bytes and sample.rss_bytes > memory_limit_bytes:
+            # The limit is the program's: the shim's own table is not held against it.
+            if sample is not None and memory_limit_bytes and sample.target_rss_bytes > memory_limit_bytes:
                 record.memory_limit_hit = True
                 _kill_group(proc.pid)
             if sample is not None:

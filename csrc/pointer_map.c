@@ -229,7 +229,7 @@ static int overflow_remove(uintptr_t ptr, uint64_t *meta)
 
 int pmap_insert_slow(uintptr_t ptr, uint64_t meta)
 {
-    if (pmap_direct(ptr) && pmap_top != NULL) {
+    if (pmap_direct(ptr) && pmap_meta_size(meta) < PMAP_DIRECT_BELOW && pmap_top != NULL) {
         uint64_t *leaf = leaf_for((uint64_t)ptr >> PMAP_KEY_SHIFT);
         if (leaf != NULL) {
             uint64_t key = (uint64_t)ptr >> PMAP_KEY_SHIFT;

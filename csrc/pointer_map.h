@@ -1,12 +1,16 @@
 /* The shim's side table: live pointer -> (requested size, tag).
  *
- * Fast path: a two-level direct map keyed by ptr >> 4. Every allocator the
- * shim sits in front of returns 16-byte aligned blocks for all but the
- * smallest sizes, and two live 16-aligned blocks never share a key, so a
- * slot has one writer at a time and needs no lock and no atomic RMW (a free
- * is ordered after its malloc by the program itself). Everything else (an
- * 8-aligned block, an address above 2^47, a map that could not grow) goes to
- * a sharded hash table under spinlocks that are held only for the probe.
+ * Fast path, for blocks under PMAP_DIRECT_BELOW bytes: a two-level direct
+ * map keyed by ptr >> 4. Every allocator the shim sits in front of returns
+ * 16-byte aligned blocks for all but the smallest sizes, and two live
+ * 16-aligned blocks never share a key, so a slot has one writer at a time
+ * and needs no lock and no atomic RMW (a free is ordered after its malloc by
+ * the program itself). A slot costs 8 bytes per 16 of address space, so the
+ * map suits small, dense blocks; larger blocks (where a 32-byte hash entry
+ * is a small share), 8-aligned blocks, addresses above 2^47 and a map that
+ * could not grow go to a sharded hash table, under spinlocks held only for
+ * the probe. Looking a large block up in the map first is free: an untouched
+ * page of it reads as the kernel's zero page.
  *
  * All memory comes from one reserved mapping, fenced by PROT_NONE pages so
  * the kernel never merges it with the program's own memory: the harness
@@ -28,6 +32,7 @@
 #define PMAP_SIZE_BITS 48
 #define PMAP_SIZE_MASK ((UINT64_C(1) << PMAP_SIZE_BITS) - 1)
 #define PMAP_TAG_MASK UINT64_C(0x7fff)
+#define PMAP_DIRECT_BELOW 128
 
 /* Set up once by pmap_init(); read-only afterwards. */
 extern uint64_t **pmap_top;
@@ -77,7 +82,7 @@ static inline uint64_t *pmap_slot(uintptr_t ptr)
 /* Records ptr; returns 0 when there was no memory to record it in. */
 static inline int pmap_insert(uintptr_t ptr, uint64_t meta)
 {
-    if (__builtin_expect(pmap_direct(ptr) && pmap_top != 0, 1)) {
+    if (__builtin_expect(pmap_direct(ptr) && pmap_meta_size(meta) < PMAP_DIRECT_BELOW && pmap_top != 0, 1)) {
         uint64_t *slot = pmap_slot(ptr);
         if (__builtin_expect(slot != 0, 1)) {
             __atomic_store_n(slot, meta, __ATOMIC_RELAXED);

@@ -281,10 +281,13 @@ static inline int take_sample(size_t size)
     return sample_slow(size);
 }
 
-/* Decided before the real call, so that a stack is taken from the caller. */
-static inline unsigned origin_tag(size_t size)
+/* Decided before the real call, so that a stack is taken from the caller.
+ * Blocks made inside pthread_create, or by the Go runtime's thread-start
+ * code, belong to the thread, not to the user's code. */
+static inline unsigned origin_tag(size_t size, uintptr_t caller)
 {
-    if (UNLIKELY(tls.in_thread_create)) {
+    if (UNLIKELY(tls.in_thread_create) ||
+        UNLIKELY(caller - shim_thread_start_lo < shim_thread_start_hi - shim_thread_start_lo)) {
         return CGO_AUDIT_TAG_THREAD_START;
     }
     if (UNLIKELY(shim_stacks_enabled)) {
@@ -583,12 +586,12 @@ __attribute__((constructor)) static void shim_constructor(void)
 /* The shim's own calls between entry points go to these static versions,
  * never through the PLT: loaded by dlopen (in-process tests), the global
  * malloc would be glibc's. */
-static void *shim_malloc(size_t size)
+static void *shim_malloc(size_t size, uintptr_t caller)
 {
     if (UNLIKELY(enter())) {
         return real_malloc ? real_malloc(size) : bootstrap_alloc(size);
     }
-    unsigned tag = origin_tag(size);
+    unsigned tag = origin_tag(size, caller);
     void *p = real_malloc(size);
     if (LIKELY(p != NULL)) {
         record_alloc(p, size, tag);
@@ -600,7 +603,7 @@ static void *shim_malloc(size_t size)
 
 EXPORT void *malloc(size_t size)
 {
-    return shim_malloc(size);
+    return shim_malloc(size, (uintptr_t)__builtin_return_address(0));
 }
 
 EXPORT void free(void *p)
@@ -632,7 +635,7 @@ EXPORT void *calloc(size_t n, size_t size)
         /* Static memory is already zero. */
         return real_calloc ? real_calloc(n, size) : bootstrap_alloc(bytes);
     }
-    unsigned tag = origin_tag(bytes);
+    unsigned tag = origin_tag(bytes, 0);
     void *p = real_calloc(n, size);
     if (LIKELY(p != NULL)) {
         record_alloc(p, bytes, tag);
@@ -645,11 +648,11 @@ EXPORT void *calloc(size_t n, size_t size)
 static void *shim_realloc(void *p, size_t size)
 {
     if (p == NULL) {
-        return shim_malloc(size);
+        return shim_malloc(size, 0);
     }
     if (UNLIKELY(is_bootstrap(p))) {
         size_t old = bootstrap_size(p);
-        void *q = shim_malloc(size);
+        void *q = shim_malloc(size, 0);
         if (q != NULL) {
             memcpy(q, p, old < size ? old : size);
         }
@@ -666,7 +669,7 @@ static void *shim_realloc(void *p, size_t size)
     int known = forget(p, &old_meta);
     /* A thread's TLS block keeps its origin when glibc resizes it later. */
     unsigned old_tag = known ? pmap_meta_tag(old_meta) : CGO_AUDIT_TAG_NONE;
-    unsigned tag = old_tag == CGO_AUDIT_TAG_THREAD_START ? old_tag : origin_tag(size);
+    unsigned tag = old_tag == CGO_AUDIT_TAG_THREAD_START ? old_tag : origin_tag(size, 0);
     void *q = real_realloc(p, size);
     if (q == NULL && size != 0) {
         /* The block is untouched: put it back as it was. */
@@ -711,7 +714,7 @@ EXPORT void *reallocarray(void *p, size_t n, size_t size)
         }                                \
         return real args;                \
     }                                    \
-    unsigned tag = origin_tag(bytes);    \
+    unsigned tag = origin_tag(bytes, 0);    \
     void *p = real args;                 \
     if (p != NULL) {                     \
         record_alloc(p, bytes, tag);     \
@@ -745,7 +748,7 @@ EXPORT int posix_memalign(void **out, size_t alignment, size_t size)
     if (UNLIKELY(enter())) {
         return real_posix_memalign ? real_posix_memalign(out, alignment, size) : ENOMEM;
     }
-    unsigned tag = origin_tag(size);
+    unsigned tag = origin_tag(size, 0);
     int rc = real_posix_memalign(out, alignment, size);
     if (rc == 0) {
         record_alloc(*out, size, tag);

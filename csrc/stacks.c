@@ -25,6 +25,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <time.h>
 
 #include "shim_internal.h"
@@ -51,7 +52,10 @@ static struct {
     int enabled;
     int64_t tls_g;          /* g's offset from the thread pointer */
     uint64_t g_m, m_curg, g_sched_bp, g_stack_lo, g_stack_hi, g_gopc;
+    uint64_t thread_start_lo, thread_start_hi; /* x_cgo_thread_start, as linked (optional) */
 } go;
+
+uintptr_t shim_thread_start_lo, shim_thread_start_hi;
 
 /* The shim's own code: frames in it are skipped. */
 static uintptr_t shim_text_lo, shim_text_hi;
@@ -94,8 +98,10 @@ static void parse_layout(const char *text)
     } keys[] = {
         {"tls_g", (uint64_t *)&go.tls_g}, {"g_m", &go.g_m}, {"m_curg", &go.m_curg},
         {"g_sched_bp", &go.g_sched_bp}, {"g_stack_lo", &go.g_stack_lo}, {"g_stack_hi", &go.g_stack_hi},
-        {"g_gopc", &go.g_gopc},
+        {"g_gopc", &go.g_gopc}, {"thread_start_lo", &go.thread_start_lo},
+        {"thread_start_hi", &go.thread_start_hi},
     };
+    const unsigned required = 7; /* the walk needs the first seven; the rest are optional */
     const unsigned count = sizeof keys / sizeof keys[0];
     unsigned seen = 0;
     while (text != NULL && *text) {
@@ -114,7 +120,20 @@ static void parse_layout(const char *text)
         }
         text = *end == ',' ? end + 1 : NULL;
     }
-    go.enabled = seen == (1u << count) - 1;
+    go.enabled = (seen & ((1u << required) - 1)) == (1u << required) - 1;
+}
+
+/* The executable's load bias (0 unless it is position-independent). */
+static uintptr_t executable_bias(void)
+{
+    const ElfW(Phdr) *phdr = (const ElfW(Phdr) *)getauxval(AT_PHDR);
+    unsigned long count = getauxval(AT_PHNUM);
+    for (unsigned long i = 0; phdr != NULL && i < count; i++) {
+        if (phdr[i].p_type == PT_PHDR) {
+            return (uintptr_t)phdr - phdr[i].p_vaddr;
+        }
+    }
+    return 0;
 }
 
 /* The executable segment of the shim itself, from its own program headers. */
@@ -152,6 +171,11 @@ void shim_stack_init(struct cgo_audit_region *r)
         sample_period = 512 * 1024; /* Go's default MemProfileRate */
     }
     parse_layout(getenv("CGO_AUDIT_GO_LAYOUT"));
+    if (go.thread_start_hi > go.thread_start_lo) {
+        uintptr_t bias = executable_bias();
+        shim_thread_start_lo = bias + go.thread_start_lo;
+        shim_thread_start_hi = bias + go.thread_start_hi;
+    }
     r->header.stack_mode = (uint32_t)mode;
     r->header.sample_period_bytes = mode == CGO_AUDIT_STACKS_SAMPLED ? sample_period : 0;
     r->header.stack_capacity = CGO_AUDIT_STACK_CAPACITY;

@@ -19,6 +19,8 @@ def findings_dict(result: Findings) -> dict[str, Any]:
         "verdict": result.verdict,
         "verdicts": list(result.verdicts.all) if result.error is None else ["error"],
         "accepted_by_baseline": result.accepted_by_baseline,
+        "within_threshold": result.within_threshold,
+        "new_leak": result.is_new_leak,
         "c_leak_bytes_per_op": result.per_op(C_BYTES.key),
         "c_leak_allocs_per_op": result.per_op(C_ALLOCS.key),
         "rss_growth_bytes_per_op": result.per_op(RSS.key),

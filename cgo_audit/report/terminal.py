@@ -51,10 +51,12 @@ def columns(result: Findings) -> list[str]:
 
 def verdict_text(result: Findings) -> str:
     verdict = result.verdict
-    style = VERDICT_STYLE.get(verdict, "yellow" if result.accepted_by_baseline else "bold red")
+    style = VERDICT_STYLE.get(verdict, "bold red" if result.is_new_leak else "yellow")
     text = ",".join(result.verdicts.all) if result.error is None else "error"
     if result.accepted_by_baseline:
         text += " (baseline)"
+    elif result.within_threshold:
+        text += " (under threshold)"
     return f"[{style}]{escape(text)}[/]"
 
 
@@ -178,11 +180,11 @@ def render(report: AuditReport, exit_status: int, console: Console | None = None
         name_width = max(len(r.name) for r in results)
         widths = [max(len(cols[i]) for _, cols in rows) for i in range(4)]
         for result, cols in rows:
-            if quiet and not result.is_leak and result.error is None:
+            if quiet and not result.is_new_leak and result.error is None:
                 continue
             cells = "  ".join(col.rjust(width) for col, width in zip(cols, widths))
             console.print(f"{escape(result.name.ljust(name_width))}  {escape(cells)}  {verdict_text(result)}")
-            if result.is_leak or result.error or not quiet:
+            if result.is_new_leak or result.error or not quiet:
                 for line in site_lines(result):
                     console.print(escape("    " + line))
                 for line in evidence(result):
@@ -215,13 +217,16 @@ def skipped_packages(report: AuditReport) -> list[str]:
 
 def summary(results: Iterable[BenchResult], exit_status: int) -> str:
     results = list(results)
-    leaks = [r for r in results if r.is_leak]
-    accepted = [r for r in leaks if r.accepted_by_baseline]
+    new = [r for r in results if r.is_new_leak]
+    accepted = [r for r in results if r.is_leak and r.accepted_by_baseline]
+    tolerated = [r for r in results if r.is_leak and not r.accepted_by_baseline and r.within_threshold]
     errors = [r for r in results if r.error]
     status = {0: "[green]ok[/]", 1: "[bold red]FAIL[/]", 2: "[bold red]ERROR[/]"}.get(exit_status, "?")
-    parts = [f"{len(results)} benchmark(s)", f"{len(leaks) - len(accepted)} new leak(s)"]
+    parts = [f"{len(results)} benchmark(s)", f"{len(new)} new leak(s)"]
     if accepted:
         parts.append(f"{len(accepted)} accepted by the baseline")
+    if tolerated:
+        parts.append(f"{len(tolerated)} under the threshold")
     if errors:
         parts.append(f"{len(errors)} could not be audited")
     return f"{status}  cgo-audit: " + ", ".join(parts) + f" (exit {exit_status})"

@@ -1,0 +1,47 @@
+"""The live progress of a `bench` audit on a terminal: packages built, then
+benchmarks done, with what is running now."""
+
+from __future__ import annotations
+
+import threading
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+class BarProgress:
+    """A rich progress bar; use as a context manager."""
+
+    def __init__(self, console: Console) -> None:
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
+                             TimeElapsedColumn(), console=console, transient=True)
+        self._task = self._bar.add_task("building", total=None)
+        self._running: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> "BarProgress":
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.__exit__(None, None, None)
+
+    def _describe(self) -> str:
+        now = ", ".join(f"{name.rsplit(' ', 1)[-1]} {n}x" for name, n in list(self._running.items())[:2])
+        return (now or "starting")[:48]
+
+    def building(self, package: str) -> None:
+        self._bar.update(self._task, description=f"building {package.rsplit('/', 1)[-1]}"[:48])
+
+    def planned(self, targets: int) -> None:
+        self._bar.update(self._task, total=targets, completed=0, description="running")
+
+    def running(self, target: str, n: int) -> None:
+        with self._lock:
+            self._running[target] = n
+            self._bar.update(self._task, description=self._describe())
+
+    def finished(self, target: str) -> None:
+        with self._lock:
+            self._running = {k: v for k, v in self._running.items() if not k.endswith(" " + target)}
+            self._bar.update(self._task, advance=1, description=self._describe())

@@ -1,0 +1,207 @@
+"""What `bench` will run: the Go modules under a directory, each package's
+test binary (built once, with the probe overlay), and its benchmarks, or
+its tests when it has no benchmarks."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+from cgo_audit.errors import AuditError
+from cgo_audit.golayout import LayoutUnavailable, read_layout
+from cgo_audit.gotool import GoBuildError, GoPackage, build_test_binary, link_info, list_tests
+from cgo_audit.model import BENCH_LINE, PackageOutcome
+from cgo_audit.probe import is_wrapper, locate_benchmarks, write_overlay, wrapper_name
+
+BENCHMARK, TEST = "benchmark", "test"
+SKIPPED_DIRS = {"vendor", "testdata", "node_modules"}
+
+
+@dataclass
+class BenchSettings:
+    patterns: Sequence[str] = ("./...",)
+    directory: Path = Path(".")
+    nested_modules: bool = False            # also every module below directory
+    bench_regex: str = "."
+    sizes: Sequence[int] | None = None      # fixed -test.benchtime=Nx (or -test.count=N) values
+    run_seconds: float = 0.4                # the largest run's target length
+    max_n: int = 20_000_000
+    max_growth_bytes: int = 256 << 20       # the largest run may grow memory this much
+    max_extensions: int = 2                 # larger runs allowed when a shape is undecided
+    run_timeout_s: float = 120.0
+    tags: Sequence[str] = ()
+    go_flags: Sequence[str] = ()
+    probe: bool = True
+    tests_when_no_benchmarks: bool = True
+    only: str | None = None                 # "benchmark" or "test": audit only that kind
+    stacks: str = "all"                     # allocation stacks: all, sampled or off
+    sample_bytes: int = 512 * 1024          # sampled mode: mean bytes between samples
+    sample_interval_s: float = 0.05
+    jobs: int = os.cpu_count() or 1
+    keep_work: bool = False
+
+    def as_dict(self) -> dict[str, object]:
+        return {"patterns": list(self.patterns), "directory": str(self.directory),
+                "bench": self.bench_regex, "sizes": list(self.sizes) if self.sizes else None,
+                "run_seconds": self.run_seconds, "tags": list(self.tags), "probe": self.probe,
+                "stacks": self.stacks, "jobs": self.jobs}
+
+    def build_env(self) -> dict[str, str]:
+        """C compiled with frame pointers, so the stack walk can name C frames too."""
+        if self.stacks == "off":
+            return {}
+        flags = os.environ.get("CGO_CFLAGS", "-O2 -g")
+        return {"CGO_CFLAGS": f"{flags} -fno-omit-frame-pointer"}
+
+
+@dataclass
+class BenchTarget:
+    """One benchmark (or test), ready to run."""
+
+    package: GoPackage
+    name: str                         # BenchmarkX or TestX
+    binary: Path
+    probed: bool
+    kind: str = BENCHMARK
+    notes: list[str] = field(default_factory=list)
+    go_layout: str | None = None      # CGO_AUDIT_GO_LAYOUT for the stack walk
+    preloadable: bool = True          # dynamically linked: the shim can count its C heap
+    sub: tuple[str, ...] = ()         # a sub-benchmark's path below the top-level one
+
+    @property
+    def listed_name(self) -> str:
+        return wrapper_name(self.name) if self.probed else self.name
+
+    @property
+    def full_name(self) -> str:
+        return "/".join((self.name, *self.sub))
+
+    def pattern(self) -> str:
+        """-test.bench (or -test.run) for exactly this target, one regex per level."""
+        return "/".join(f"^{re.escape(part)}$" for part in (self.listed_name, *self.sub))
+
+    def sub_benchmarks(self, output: str) -> list["BenchTarget"]:
+        """The sub-benchmarks a run's output shows below this one, if any."""
+        if self.kind != BENCHMARK:
+            return []
+        prefix = "/".join((self.listed_name, *self.sub)) + "/"
+        found: list[tuple[str, ...]] = []
+        for match in BENCH_LINE.finditer(output):
+            if match.group(1).startswith(prefix):
+                path = tuple(match.group(1)[len(prefix):].split("/"))
+                if path not in found:
+                    found.append(path)
+        return [replace(self, sub=(*self.sub, *path)) for path in found]
+
+
+def find_modules(directory: Path) -> list[Path]:
+    """Every Go module at or below directory (vendor and testdata left out)."""
+    modules = []
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and not d.startswith((".", "_")))
+        if "go.mod" in files:
+            modules.append(Path(root))
+    return modules
+
+
+def _safe(path: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", path)
+
+
+def _build(package: GoPackage, settings: BenchSettings, output: Path, overlay: Path | None = None) -> Path:
+    return build_test_binary(package, output, overlay=overlay, tags=settings.tags, go_flags=settings.go_flags,
+                             env=settings.build_env())
+
+
+def _listed(binary: Path, package: GoPackage, kind: str) -> list[str]:
+    prefix = "Benchmark" if kind == BENCHMARK else "Test"
+    return [name for name in list_tests(binary, package.dir, f"^{prefix}") if not is_wrapper(name)]
+
+
+def _chosen(names: Sequence[str], settings: BenchSettings) -> tuple[str, list[str]]:
+    """Benchmarks matching --bench; with none, the tests (when allowed)."""
+    pattern = re.compile(settings.bench_regex)
+    benchmarks = [n for n in names if n.startswith("Benchmark") and pattern.search(n)]
+    if settings.only == BENCHMARK or (settings.only is None and (benchmarks or not settings.tests_when_no_benchmarks)):
+        return BENCHMARK, benchmarks
+    return TEST, [n for n in names if n.startswith("Test") and pattern.search(n)]
+
+
+def _probed_build(package: GoPackage, settings: BenchSettings, workdir: Path, kind: str, names: Sequence[str]
+                  ) -> tuple[Path, set[str]] | None:
+    """A binary with the probe wrapping names, or None if it does not build."""
+    safe = _safe(package.import_path)
+    overlay = write_overlay(package, names, workdir / f"{safe}.probe")
+    if overlay is None:
+        return None
+    try:
+        binary = _build(package, settings, workdir / f"{safe}.test", overlay)
+    except GoBuildError:
+        return None
+    listed = set(list_tests(binary, package.dir, "^(Benchmark|Test)_cgoaudit_"))
+    return binary, {n for n in names if wrapper_name(n) in listed}
+
+
+def build_package(package: GoPackage, settings: BenchSettings, workdir: Path
+                  ) -> tuple[Path, str, list[str], set[str], list[str]]:
+    """The package's test binary, built once with the probe wrapping the
+    benchmarks its sources show. If that does not build (a benchmark behind
+    a build tag, say), the plain binary says which exist, and the probe is
+    tried once more with just those. Returns the binary, the kind of target,
+    their names, the ones the probe wraps, and notes."""
+    if settings.probe:
+        kind, names = _chosen(list(locate_benchmarks(package)), settings)
+        built = _probed_build(package, settings, workdir, kind, names) if names else None
+        if built is not None:
+            binary, wrapped = built
+            listed = set(_listed(binary, package, kind))
+            return binary, kind, [n for n in names if n in listed], wrapped, []
+    plain = _build(package, settings, workdir / f"{_safe(package.import_path)}.plain.test")
+    kind, names = _chosen(_listed(plain, package, BENCHMARK) + _listed(plain, package, TEST), settings)
+    if settings.probe and names:
+        built = _probed_build(package, settings, workdir, kind, names)
+        if built is not None:
+            return built[0], kind, names, built[1], []
+        return plain, kind, names, set(), ["the probe did not build, so figures are taken at exit"]
+    return plain, kind, names, set(), []
+
+
+def prepare_package(package: GoPackage, settings: BenchSettings, workdir: Path
+                    ) -> tuple[list[BenchTarget], PackageOutcome]:
+    """A package's targets, and what became of it."""
+    path = package.import_path
+    if package.error:
+        return [], PackageOutcome(path, "build-failed", package.error)
+    if not package.has_tests:
+        return [], PackageOutcome(path, "no-tests", "no _test.go files")
+    try:
+        binary, kind, names, wrapped, notes = build_package(package, settings, workdir)
+    except GoBuildError as exc:
+        return [], PackageOutcome(path, "build-failed", str(exc))
+    except AuditError as exc:
+        return [], PackageOutcome(path, "build-failed", str(exc))
+    if not names:
+        return [], PackageOutcome(path, "no-benchmarks", f"nothing matches {settings.bench_regex!r}")
+    link = link_info(binary)
+    layout = None
+    if not link.dynamic:
+        notes.append("no cgo: the test binary is statically linked, so LD_PRELOAD cannot reach it and its C "
+                     "heap cannot leak from Go code; the other causes are still checked")
+    else:
+        try:
+            layout = read_layout(binary).environment_value()
+        except LayoutUnavailable as exc:
+            if settings.stacks != "off":
+                notes.append(f"Go frames cannot be named: the test binary {exc}; leak sites show C frames only")
+    if kind == TEST and settings.only != TEST:
+        notes.append("no benchmarks: audited by running this test at several -test.count values")
+    targets = [BenchTarget(package, name, binary, name in wrapped, kind, list(notes), layout, link.dynamic)
+               for name in names]
+    for target in targets:
+        if settings.probe and not target.probed and not any("probe" in n for n in notes):
+            target.notes.append("the probe could not wrap this one: figures are taken at exit")
+    detail = f"{len(targets)} {kind}(s)" + ("" if link.dynamic else ", no cgo")
+    return targets, PackageOutcome(path, "audited", detail)
