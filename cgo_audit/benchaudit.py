@@ -17,7 +17,7 @@ from cgo_audit import analysis
 from cgo_audit.errors import AuditError
 from cgo_audit.gotool import go_executable, list_packages
 from cgo_audit.model import AuditReport, BenchResult, PackageOutcome, RunPoint, point_from_run
-from cgo_audit.runner import ShimSession, run_target
+from cgo_audit.runner import ShimSession, failure_line, run_target
 from cgo_audit.shimbuild import build_shim
 from cgo_audit.sites import RunStacks, measure_sites
 from cgo_audit.symbolize import Symbolizer
@@ -232,18 +232,12 @@ def attribute(result: BenchResult, settings: BenchSettings) -> None:
     result.notes.extend(symbolizer.notes)
 
 
-FAILURE_LINE = re.compile(r"^(--- FAIL|panic:|fatal error:|SIG[A-Z]+: )")
-
-
 def _failure_detail(point: RunPoint) -> str:
-    """The first line of the target's output that says how it failed."""
-    record = point.record
-    if record is None:
+    """How the target said it failed, as ': <line>' (or nothing)."""
+    if point.record is None:
         return ""
-    for line in (record.stdout + "\n" + record.stderr).splitlines():
-        if FAILURE_LINE.match(line.strip()):
-            return f": {line.strip()}"
-    return ""
+    line = failure_line(point.record.stdout + "\n" + point.record.stderr)
+    return f": {line}" if line else ""
 
 
 def measure_all(targets: Sequence[BenchTarget], settings: BenchSettings, progress: AuditProgress

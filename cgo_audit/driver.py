@@ -18,7 +18,7 @@ import psutil
 
 from cgo_audit.errors import AuditError
 from cgo_audit.region import CHeap
-from cgo_audit.runner import ShimSession
+from cgo_audit.runner import ShimSession, failure_line, settled_state
 from cgo_audit.sampler import ProcessSample, sample_process
 
 GO_HEAP_LIVE = "/gc/heap/live:bytes"
@@ -109,14 +109,16 @@ class Driver:
     def _death(self, when: str) -> str:
         code = self.proc.wait(timeout=5)
         assert self.proc.stderr is not None
-        tail = self.proc.stderr.read().decode(errors="replace").strip().splitlines()[-1:]
+        output = self.proc.stderr.read().decode(errors="replace").strip()
+        said = failure_line(output) or (output.splitlines()[-1] if output else "")
         how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
-        return f"driver {how} {when}" + (f": {tail[0]}" if tail else "")
+        return f"driver {how} {when}" + (f": {said}" if said else "")
 
     def state(self, settle: bool = True) -> DriverState:
-        """The Go side (settled, by default), then the C heap and the process."""
+        """The Go side (settled, by default), then the C heap once it holds
+        still (see runner.settled_state), and the process."""
         go = self.request("settle" if settle else "stats").get("go", {})
-        cheap = self.session.main_cheap(self.pid)
+        cheap, _ = settled_state(self.session, self.pid)
         if cheap is None:
             raise DriverError("the driver is not running under the shim (static binary?)")
         span = self.session.main_span(self.pid)
@@ -178,8 +180,11 @@ def build_go_command(module_dir: Path, package: str, output: Path) -> Path:
     """go build of one main package (a driver) into output."""
     from cgo_audit.gotool import go_executable
 
+    if not Path(module_dir).is_dir():
+        raise AuditError(f"cannot build {package}: no such directory {module_dir}")
     proc = subprocess.run([go_executable(), "build", "-o", str(output), package], cwd=module_dir,
                           capture_output=True, text=True)
     if proc.returncode != 0:
-        raise AuditError(f"cannot build {package}: {proc.stderr.strip().splitlines()[-1:] or ['?']}")
+        errors = [line.strip() for line in proc.stderr.splitlines() if line.strip() and not line.startswith("#")]
+        raise AuditError(f"cannot build {package}: {errors[0] if errors else 'go build failed'}")
     return output

@@ -64,9 +64,13 @@ def render_probe(go_package: str, names: Iterable[str]) -> str:
     return Template(go_template("probe_test.go.tmpl")).substitute(package=go_package, wrappers=wrappers)
 
 
-def render_settle(go_package: str) -> str:
-    """The settle code for a package (also the driver's settle_gen.go)."""
-    return Template(go_template("settle.go.tmpl")).substitute(package=go_package)
+PROBE_PREFIX = "cgoAudit"
+
+
+def render_settle(go_package: str, prefix: str = PROBE_PREFIX) -> str:
+    """The settle code for a package, its functions named prefix+Settle etc.
+    (the probe's, or a generated settle_gen.go under another prefix)."""
+    return Template(go_template("settle.go.tmpl")).substitute(package=go_package, prefix=prefix)
 
 
 def write_overlay(package: GoPackage, benchmarks: Iterable[str], workdir: Path) -> Path | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import selectors
 import shutil
 import signal
@@ -25,6 +26,8 @@ from cgo_audit.region import CHeap, Region, RegionInfo, StackMode, StackRecord, 
 from cgo_audit.sampler import Mapping, ProcessSample, read_maps, sample_process
 
 PROBE_FDS_ENV = "CGO_AUDIT_PROBE_FDS"
+# The line of a Go program's output that says how it failed.
+FAILURE_LINE = re.compile(r"^(--- FAIL|panic:|fatal error:|SIG[A-Z]+: )")
 REGION_DIR_ENV = "CGO_AUDIT_DIR"
 
 
@@ -245,6 +248,15 @@ def run_target(argv: Sequence[str], session: ShimSession, *, cwd: str | os.PathL
                 record.final_stacks = region.stacks()
                 record.stack_mode = region.stack_mode()
     return record
+
+
+def failure_line(output: str) -> str | None:
+    """The first line of a Go program's output that says how it failed (not
+    the register dump a crash report ends with)."""
+    for line in output.splitlines():
+        if FAILURE_LINE.match(line.strip()):
+            return line.strip()
+    return None
 
 
 def _kill_group(pid: int, sig: int = signal.SIGKILL) -> None:

@@ -47,4 +47,4 @@ def test_c_and_cffi_agree_on_the_region_layout(tmp_path):
 
 def test_driver_settle_code_is_generated_from_the_probe_template():
     generated = (FIXTURES / "auditdriver" / "settle_gen.go").read_text()
-    assert generated == render_settle("auditdriver"), "regenerate go_fixtures/auditdriver/settle_gen.go"
+    assert generated == render_settle("auditdriver", "driver"), "regenerate go_fixtures/auditdriver/settle_gen.go"

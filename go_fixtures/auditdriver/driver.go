@@ -115,9 +115,9 @@ func serveOne(req request) (response, bool) {
 			}
 		}
 	case "settle":
-		resp.Go = cgoAuditSettle()
+		resp.Go = driverSettle()
 	case "stats":
-		resp.Go = cgoAuditRead()
+		resp.Go = driverRead()
 	case "list":
 		mu.Lock()
 		for name := range registry {
