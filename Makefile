@@ -11,7 +11,7 @@ BASELINE ?= go_fixtures/cgo-audit-baseline.json
 AUDIT_FLAGS ?=
 PYTEST_FLAGS ?=
 
-.PHONY: all shim fixtures audit test bench clean
+.PHONY: all shim fixtures audit test bench demo clean
 
 all: shim fixtures
 
@@ -40,6 +40,9 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench/overhead.py
+
+demo: $(VENV)/.installed
+	$(PY) -m cgo_audit demo --html build/cgo-audit-demo.html
 
 clean:
 	rm -rf build $(VENV) .pytest_cache .hypothesis

@@ -26,13 +26,17 @@ class Metric:
     label: str
     unit: str
     floor: float      # total growth over the series below which it is flat
+    # How much of the overall slope the last step must keep to be a leak's:
+    # a counted metric has no noise to excuse a slowing tail (a cache about
+    # to fill); a measured one (a GC'd heap, RSS) does.
+    tail_share: float = 0.5
 
 
-C_BYTES = Metric("c_bytes", "C heap", "B", 64)
-C_ALLOCS = Metric("c_allocs", "C allocations", "allocs", 3)
+C_BYTES = Metric("c_bytes", "C heap", "B", 64, tail_share=0.8)
+C_ALLOCS = Metric("c_allocs", "C allocations", "allocs", 3, tail_share=0.8)
 GO_HEAP = Metric("go_heap_bytes", "Go heap", "B", 128 * 1024)
-GOROUTINES = Metric("goroutines", "goroutines", "goroutines", 3)
-FDS = Metric("fds", "file descriptors", "fds", 3)
+GOROUTINES = Metric("goroutines", "goroutines", "goroutines", 3, tail_share=0.8)
+FDS = Metric("fds", "file descriptors", "fds", 3, tail_share=0.8)
 RSS = Metric("rss_bytes", "RSS", "B", 4 * 1024 * 1024)
 # What can explain RSS growth without a leak: memory used and given back
 # late (C freed by finalizers after a GC) shows in the C heap's peak; a Go
@@ -112,7 +116,7 @@ def classify(metric: Metric, xs: Sequence[float], ys: Sequence[float]) -> Growth
         return Growth(metric.key, PLATEAU, segments[-1], slope, total, r2, segments)
     if len(xs) < 3:
         return Growth(metric.key, INSUFFICIENT, slope, slope, total, r2, segments)
-    if slope > 0 and r2 >= 0.9 and segments[-1] >= 0.5 * slope and all(s > 0 for s in segments[-2:]):
+    if slope > 0 and r2 >= 0.9 and segments[-1] >= metric.tail_share * slope and all(s > 0 for s in segments[-2:]):
         return Growth(metric.key, LINEAR, tail_slope if tail_slope > 0 else slope, slope, total, r2, segments)
     if r2 < 0.5 or slope <= 0:
         return Growth(metric.key, NOISY, slope, slope, total, r2, segments)

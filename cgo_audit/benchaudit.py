@@ -5,10 +5,9 @@ growth per operation."""
 from __future__ import annotations
 
 import os
-import re
 import resource
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Protocol, Sequence
@@ -16,7 +15,7 @@ from typing import Callable, Protocol, Sequence
 from cgo_audit import analysis
 from cgo_audit.errors import AuditError
 from cgo_audit.gotool import go_executable, list_packages
-from cgo_audit.model import AuditReport, BenchResult, PackageOutcome, RunPoint, point_from_run
+from cgo_audit.model import AuditReport, BenchResult, PackageOutcome, RunPoint, comparable, point_from_run
 from cgo_audit.runner import ShimSession, failure_line, run_target
 from cgo_audit.shimbuild import build_shim
 from cgo_audit.sites import RunStacks, measure_sites
@@ -106,14 +105,6 @@ def growth_budget(calibration: RunPoint, ns_per_op: float, settings: BenchSettin
 def planned_sizes(budget: Budget) -> list[int]:
     """Four sizes, doubling up to the budget."""
     return sorted({max(2, budget.ops >> shift) for shift in (3, 2, 1, 0)})
-
-
-def comparable(points: Sequence[RunPoint]) -> list[RunPoint]:
-    """Runs that finished, all measured the same way (probe deltas and exit
-    figures cannot share one fit)."""
-    done = [p for p in points if p.ok]
-    probed = [p for p in done if p.source == "probe"]
-    return probed if len(probed) >= max(2, len(done) - 1) else [p for p in done if p.source == "exit"]
 
 
 def analyse(points: Sequence[RunPoint]) -> tuple[dict[str, analysis.Growth], analysis.Verdicts]:

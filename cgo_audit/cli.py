@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 
 from cgo_audit import __version__
 from cgo_audit.errors import AuditError
@@ -70,6 +71,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--junit", type=Path, help="write a JUnit XML report here (a test case per benchmark)")
     bench.add_argument("--json", type=Path, help="write the JSON report here")
     bench.add_argument("--pprof", type=Path, help="write the C-heap leak as a gzipped pprof profile here")
+    bench.add_argument("--html", type=Path, help="write a self-contained HTML report with charts here")
     bench.add_argument("--quiet", action="store_true", help="only leaks, errors and the summary")
     bench.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
                        help="benchmarks run side by side (default: the number of CPUs)")
@@ -108,6 +110,10 @@ def run_bench(args: argparse.Namespace, console: Console) -> int:
         from cgo_audit.report.junit import write_junit
 
         write_junit(report, args.junit)
+    if args.html:
+        from cgo_audit.report.html import render_bench_html, write_html
+
+        write_html(render_bench_html(report, status), args.html)
     if args.pprof:
         from cgo_audit.report.pprof import write_pprof
 
@@ -150,6 +156,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                      help="allocation stacks for leak sites (default sampled)")
     run.add_argument("--cwd", type=Path, default=Path("."), help="directory to start CMD in")
     run.add_argument("--json", type=Path, help="write the JSON report here")
+    run.add_argument("--html", type=Path, help="write a self-contained HTML report with charts here")
     run.add_argument("--quiet", action="store_true", help="no live progress")
 
 
@@ -182,7 +189,40 @@ def run_program(args: argparse.Namespace, console: Console) -> int:
     render_program(result, status, console)
     if args.json:
         write_program_json(result, status, args.json)
+    if args.html:
+        from cgo_audit.report.html import render_programs_html, write_html
+
+        write_html(render_programs_html([result], f"cgo-audit run: {result.name}", exit_status=status), args.html)
     return status
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    demo = sub.add_parser("demo", help="the field guide's leak, end to end, as an HTML report",
+                          description="Run the bundled leaky get_value service under a memory limit until it "
+                          "is killed and restarted again and again, then the fixed one under the same load, "
+                          "and write both side by side in one HTML report.")
+    demo.add_argument("--html", type=Path, default=Path("cgo-audit-demo.html"), help="where to write the report")
+    demo.add_argument("--seconds", type=float, default=20.0, help="how long each service runs (default 20)")
+    demo.add_argument("--memory-limit", type=byte_size, default=128 << 20,
+                      help="the leaky service is killed past this RSS (default 128MiB)")
+
+
+def run_demo_command(args: argparse.Namespace, console: Console) -> int:
+    from cgo_audit.demo import FIX, demo_intro, run_demo, terminal_lines
+    from cgo_audit.report.html import render_programs_html, write_html
+
+    console.print(f"running the leaky service for {args.seconds:g}s, then the fixed one ...")
+    demo = run_demo(args.seconds, args.memory_limit)
+    fix_text = "\n".join(f"leaks: {site.label()}" for site in demo.leaky.sites[:2]) + "\n\nthe fix:\n" + FIX
+    page = render_programs_html(
+        [demo.leaky, demo.fixed], "The field guide's leak, end to end", demo_intro(demo, args.memory_limit),
+        sections=[("What go tool pprof -top says about the leaky service's heap", demo.pprof_top or "(no answer)"),
+                  ("The line that leaks, and the fix", fix_text)])
+    write_html(page, args.html)
+    for line in terminal_lines(demo):
+        console.print(escape(line))
+    console.print(f"report: {args.html}")
+    return EXIT_CLEAN
 
 
 def _add_watch(sub: argparse._SubParsersAction) -> None:
@@ -289,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_watch(sub)
     _add_baseline(sub)
     _add_exec(sub)
+    _add_demo(sub)
     shim = sub.add_parser("build-shim", help="build the LD_PRELOAD shim and print its path")
     shim.add_argument("--output", type=Path, help="also copy the library here")
     return parser
@@ -309,6 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return write_baseline(args, console)
         if args.command == "exec":
             return exec_binary(args, console)
+        if args.command == "demo":
+            return run_demo_command(args, console)
         if args.command == "build-shim":
             from cgo_audit.shimbuild import build_shim
             path = build_shim()

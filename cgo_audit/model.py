@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from cgo_audit.analysis import Growth, Verdicts
 from cgo_audit.gctrace import parse_gctrace
 from cgo_audit.region import StackRecord
 from cgo_audit.runner import RunRecord, Snapshot
-from cgo_audit.sampler import Mapping
+from cgo_audit.sampler import ExecutableMapping
 from cgo_audit.sites import Site, stack_deltas
 from cgo_audit.symbolize import Symbolizer
 
@@ -53,7 +53,7 @@ class RunPoint:
     # Growth per allocation stack over the same window (empty with stacks off).
     stacks: dict[tuple[int, ...], tuple[StackRecord, int, int]] = field(default_factory=dict, repr=False)
     live_stacks: list[StackRecord] = field(default_factory=list, repr=False)   # all live at the end
-    maps: list[Mapping] = field(default_factory=list, repr=False)
+    maps: list[ExecutableMapping] = field(default_factory=list, repr=False)
 
     def as_sample(self) -> dict[str, Any]:
         return {
@@ -120,6 +120,14 @@ def point_from_run(record: RunRecord, n: int, bench: str) -> RunPoint:
         go_mapped_bytes=None, cgo_calls=None, finalizers_run=None,
         elapsed_s=record.elapsed_s, ns_per_op=ns_per_op, status=status, ok=not failed, record=record,
         stacks=stack_deltas([], record.final_stacks), live_stacks=record.final_stacks, maps=record.maps)
+
+
+def comparable(points: Sequence[RunPoint]) -> list[RunPoint]:
+    """Runs that finished, all measured the same way (probe deltas and exit
+    figures cannot share one fit)."""
+    done = [p for p in points if p.ok]
+    probed = [p for p in done if p.source == "probe"]
+    return probed if len(probed) >= max(2, len(done) - 1) else [p for p in done if p.source == "exit"]
 
 
 def _process_delta(first: Snapshot, last: Snapshot, name: str) -> int | None:

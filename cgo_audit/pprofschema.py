@@ -41,10 +41,8 @@ def _proto_source() -> Path:
 
 
 def _generate(target: Path) -> None:
-    try:
-        from grpc_tools import protoc  # noqa: F401  (only needed to generate, once)
-    except ImportError:
-        raise AuditError("--pprof needs grpcio-tools to compile profile.proto (pip install grpcio-tools)") from None
+    if importlib.util.find_spec("grpc_tools") is None:  # only needed to generate, once
+        raise AuditError("--pprof needs grpcio-tools to compile profile.proto (pip install grpcio-tools)")
     source = _proto_source()
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target) as out:

@@ -23,7 +23,7 @@ import psutil
 
 from cgo_audit.errors import AuditError
 from cgo_audit.region import CHeap, Region, RegionInfo, StackMode, StackRecord, latest_region_of, region_files
-from cgo_audit.sampler import Mapping, ProcessSample, read_maps, sample_process
+from cgo_audit.sampler import ExecutableMapping, ProcessSample, read_maps, sample_process
 
 PROBE_FDS_ENV = "CGO_AUDIT_PROBE_FDS"
 # The line of a Go program's output that says how it failed.
@@ -85,7 +85,7 @@ class RunRecord:
     preload_active: bool = False
     final_stacks: list[StackRecord] = field(default_factory=list)
     stack_mode: StackMode | None = None
-    maps: list[Mapping] = field(default_factory=list)   # the last ones seen while it ran
+    maps: list[ExecutableMapping] = field(default_factory=list)   # the last ones seen while it ran
 
     @property
     def crashed(self) -> bool:
@@ -149,10 +149,13 @@ class ShimSession:
         path = latest_region_of(self.directory, pid)
         if path is None:
             return None
-        with Region(path) as region:
-            if not region.ready():
-                return None
-            return int(region.raw.header.map_start), int(region.raw.header.map_end)
+        try:
+            with Region(path) as region:
+                if not region.ready():
+                    return None
+                return int(region.raw.header.map_start), int(region.raw.header.map_end)
+        except (OSError, ValueError):
+            return None  # made a moment ago and not sized yet
 
     def images(self) -> Iterator[tuple[RegionInfo, CHeap]]:
         for _pid, _gen, path in sorted(region_files(self.directory)):
@@ -243,10 +246,13 @@ def run_target(argv: Sequence[str], session: ShimSession, *, cwd: str | os.PathL
     record.preload_active = record.final_c_heap is not None
     path = latest_region_of(session.directory, proc.pid)
     if path is not None:
-        with Region(path) as region:
-            if region.ready():
-                record.final_stacks = region.stacks()
-                record.stack_mode = region.stack_mode()
+        try:
+            with Region(path) as region:
+                if region.ready():
+                    record.final_stacks = region.stacks()
+                    record.stack_mode = region.stack_mode()
+        except (OSError, ValueError):
+            pass  # the target died while its region was being made: nothing to read
     return record
 
 

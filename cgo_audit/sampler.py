@@ -71,7 +71,7 @@ def rss_in_span(pid: int, start: int, end: int) -> int:
 
 
 @dataclass(frozen=True)
-class Mapping:
+class ExecutableMapping:
     """One executable mapping of a process (from /proc/PID/maps)."""
 
     start: int
@@ -80,7 +80,7 @@ class Mapping:
     path: str
 
 
-def read_maps(pid: int) -> list[Mapping]:
+def read_maps(pid: int) -> list[ExecutableMapping]:
     """The executable, file-backed mappings of pid (empty once it has gone)."""
     mappings = []
     try:
@@ -90,7 +90,7 @@ def read_maps(pid: int) -> list[Mapping]:
                 if len(parts) < 6 or "x" not in parts[1] or not parts[5].startswith("/"):
                     continue
                 low, _, high = parts[0].partition("-")
-                mappings.append(Mapping(int(low, 16), int(high, 16), int(parts[2], 16), parts[5].strip()))
+                mappings.append(ExecutableMapping(int(low, 16), int(high, 16), int(parts[2], 16), parts[5].strip()))
     except OSError:
         return []
     return mappings
@@ -106,6 +106,8 @@ def sample_process(proc: psutil.Process, time_s: float, shim_span: tuple[int, in
             threads = proc.num_threads()
     except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
         return None
+    if rss == 0:
+        return None  # exiting: its memory is already gone, and a zero would end every curve at 0
     shim_rss = rss_in_span(proc.pid, *shim_span) if shim_span else 0
     return ProcessSample(time_s=time_s, rss_bytes=rss, shim_rss_bytes=shim_rss, num_fds=fds,
                          num_sockets=count_sockets(proc.pid), num_threads=threads)

@@ -16,7 +16,7 @@ from cgo_audit import analysis
 from cgo_audit.errors import AuditError
 from cgo_audit.gotool import go_executable
 from cgo_audit.region import StackRecord
-from cgo_audit.sampler import Mapping as SymbolMapping
+from cgo_audit.sampler import ExecutableMapping
 from cgo_audit.symbolize import Frame, Symbolizer
 
 # Frames that only carry a cgo call across the boundary.
@@ -248,7 +248,7 @@ class RunStacks:
 
     ops: int
     deltas: Mapping[tuple[int, ...], tuple[StackRecord, int, int]]
-    maps: Sequence[SymbolMapping]
+    maps: Sequence[ExecutableMapping]
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from cgo_audit.sampler import Mapping
+from cgo_audit.sampler import ExecutableMapping
 
 
 # GCC's clones of a C function (foo.constprop.0, foo.isra.0, foo.cold).
@@ -73,7 +73,7 @@ def _load_deltas(path: str) -> tuple[tuple[int, int, int], ...]:
         return ()
 
 
-def file_address(pc: int, mapping: Mapping) -> int:
+def file_address(pc: int, mapping: ExecutableMapping) -> int:
     """The address pc has in its file's own numbering (what DWARF uses)."""
     offset = pc - mapping.start + mapping.offset
     for start, size, delta in _load_deltas(mapping.path):
@@ -90,18 +90,18 @@ class Symbolizer:
     Runs of the same binaries can share a cache: it is keyed by module and
     file address, which address-space randomization does not change."""
 
-    def __init__(self, maps: Sequence[Mapping], cache: SymbolCache | None = None,
+    def __init__(self, maps: Sequence[ExecutableMapping], cache: SymbolCache | None = None,
                  notes: list[str] | None = None) -> None:
         self.maps = sorted(maps, key=lambda m: m.start)
         self.llvm = find_llvm_symbolizer()
         self.notes = notes if notes is not None else []
         self.cache: SymbolCache = cache if cache is not None else {}
 
-    def for_process(self, maps: Sequence[Mapping]) -> "Symbolizer":
+    def for_process(self, maps: Sequence[ExecutableMapping]) -> "Symbolizer":
         """A symbolizer for another run, sharing this one's cache and notes."""
         return Symbolizer(maps, self.cache, self.notes)
 
-    def mapping_of(self, pc: int) -> Mapping | None:
+    def mapping_of(self, pc: int) -> ExecutableMapping | None:
         for mapping in self.maps:
             if mapping.start <= pc < mapping.end:
                 return mapping

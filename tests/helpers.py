@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import socket
 import subprocess
 import sys
 import textwrap
@@ -62,6 +63,16 @@ def audit_json(tmp_path: Path, *args: str, cwd: Path | None = None, env: Mapping
     proc = run_cli(command, "--json", str(out), *args, cwd=cwd, env=env, fd_limit=fd_limit)
     report = json.loads(out.read_text()) if out.exists() else {}
     return proc, report
+
+
+SERVER_CWD = FIXTURES / "cstring"   # where the fixture server finds its config
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (for a fixture server)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def source_line(path: Path, needle: str) -> int:

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
 from cgo_audit.load import HttpLoad
 from cgo_audit.runner import ShimSession
 
-from helpers import FIXTURES, assert_one_line_error, audit_json, run_cli
-
-SERVER_CWD = FIXTURES / "cstring"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
+from helpers import SERVER_CWD, assert_one_line_error, audit_json, free_port, run_cli
 
 def run_server(tmp_path, leakyserver, mode: str, *extra: str, key: str = "timeout", seconds: int = 6):
     port = free_port()

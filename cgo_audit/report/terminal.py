@@ -8,6 +8,7 @@ from typing import Iterable
 
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from cgo_audit import analysis
 from cgo_audit.analysis import C_ALLOCS, C_BYTES, FDS, GO_HEAP, GOROUTINES, RSS, Growth
@@ -128,10 +129,15 @@ def site_lines(result: Findings) -> list[str]:
     estimate = "~" if result.sample_period_bytes else ""
     lines = ["leak sites (C heap left behind per op" + (", estimated from samples" if estimate else "") + "):"]
     for site in result.sites[:TOP_SITES]:
-        lines.append(f"  {estimate}{per_op_text(site.bytes_per_op):>8} B/op {per_op_text(site.allocs_per_op):>6} "
-                     f"allocs/op  {site.label()}")
+        figures = f"  {estimate}{per_op_text(site.bytes_per_op):>8} B/op {per_op_text(site.allocs_per_op):>6} allocs/op"
+        label = site.label()
+        if len(figures) + len(label) + 6 <= WIDTH:
+            lines.append(f"{figures}  {label}")
+        else:  # the site under its figures, to stay within 80 columns
+            lines.append(figures)
+            lines.append(f"      {label}")
         if site.created_by:
-            lines.append(f"  {'':>26}in a goroutine started at {site.created_by}")
+            lines.append(f"      in a goroutine started at {site.created_by}")
     if len(result.sites) > TOP_SITES:
         lines.append(f"  ... and {len(result.sites) - TOP_SITES} more (see --json)")
     return lines
@@ -183,7 +189,14 @@ def render(report: AuditReport, exit_status: int, console: Console | None = None
             if quiet and not result.is_new_leak and result.error is None:
                 continue
             cells = "  ".join(col.rjust(width) for col, width in zip(cols, widths))
-            console.print(f"{escape(result.name.ljust(name_width))}  {escape(cells)}  {verdict_text(result)}")
+            verdict = verdict_text(result)
+            plain_verdict = Text.from_markup(verdict).plain
+            if name_width + len(cells) + len(plain_verdict) + 4 <= WIDTH:
+                console.print(f"{escape(result.name.ljust(name_width))}  {escape(cells)}  {verdict}")
+            else:
+                # Too wide for 80 columns: the name on its own line, the figures under it.
+                console.print(escape(result.name))
+                console.print(f"  {escape(cells)}  {verdict}")
             if result.is_new_leak or result.error or not quiet:
                 for line in site_lines(result):
                     console.print(escape("    " + line))
@@ -191,7 +204,7 @@ def render(report: AuditReport, exit_status: int, console: Console | None = None
                     print_wrapped(console, line)
     if not quiet:
         for line in skipped_packages(report):
-            console.print(escape(line))
+            console.print(escape("\n".join(textwrap.wrap(line, width=WIDTH, subsequent_indent="    "))))
     console.print(summary(report.results, exit_status))
 
 
@@ -215,14 +228,14 @@ def skipped_packages(report: AuditReport) -> list[str]:
     return lines
 
 
-def summary(results: Iterable[BenchResult], exit_status: int) -> str:
+def summary(results: Iterable[Findings], exit_status: int, noun: str = "benchmark") -> str:
     results = list(results)
     new = [r for r in results if r.is_new_leak]
     accepted = [r for r in results if r.is_leak and r.accepted_by_baseline]
     tolerated = [r for r in results if r.is_leak and not r.accepted_by_baseline and r.within_threshold]
     errors = [r for r in results if r.error]
     status = {0: "[green]ok[/]", 1: "[bold red]FAIL[/]", 2: "[bold red]ERROR[/]"}.get(exit_status, "?")
-    parts = [f"{len(results)} benchmark(s)", f"{len(new)} new leak(s)"]
+    parts = [f"{len(results)} {noun}(s)", f"{len(new)} new leak(s)"]
     if accepted:
         parts.append(f"{len(accepted)} accepted by the baseline")
     if tolerated:
