@@ -15,7 +15,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from rich.console import Console
 from rich.markup import escape
@@ -161,8 +161,6 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def run_program(args: argparse.Namespace, console: Console) -> int:
-    from cgo_audit.report.json_report import write_program_json
-    from cgo_audit.report.terminal import render_program
     from cgo_audit.runaudit import RunSettings, audit_program
 
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
@@ -183,16 +181,25 @@ def run_program(args: argparse.Namespace, console: Console) -> int:
                           f"threads {s.threads}[/]".ljust(79), end="\r")  # type: ignore[attr-defined]
 
     result = audit_program(settings, progress)
-    status = EXIT_LEAK if result.is_leak else EXIT_CLEAN
     if live:
         console.print(" " * 79, end="\r")
-    render_program(result, status, console)
+    return report_program(result, "run", args, console)
+
+
+def report_program(result: Any, command: str, args: argparse.Namespace, console: Console) -> int:
+    """The terminal report of a run or watch, and the files asked for; the exit status."""
+    from cgo_audit.report.json_report import write_program_json
+    from cgo_audit.report.terminal import render_program
+
+    status = EXIT_LEAK if result.is_leak else EXIT_CLEAN
+    render_program(result, status, console, command=command)
     if args.json:
         write_program_json(result, status, args.json)
     if args.html:
         from cgo_audit.report.html import render_programs_html, write_html
 
-        write_html(render_programs_html([result], f"cgo-audit run: {result.name}", exit_status=status), args.html)
+        page = render_programs_html([result], f"cgo-audit {command}: {result.name}", exit_status=status)
+        write_html(page, args.html)
     return status
 
 
@@ -235,14 +242,13 @@ def _add_watch(sub: argparse._SubParsersAction) -> None:
     watch.add_argument("--duration", type=float, default=0.0, help="seconds to watch (0: until Ctrl-C)")
     watch.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
     watch.add_argument("--json", type=Path, help="write the JSON report here")
+    watch.add_argument("--html", type=Path, help="write a self-contained HTML report with charts here")
     watch.add_argument("--quiet", action="store_true", help="no live view")
 
 
 def watch_program(args: argparse.Namespace, console: Console) -> int:
     from rich.live import Live
 
-    from cgo_audit.report.json_report import write_program_json
-    from cgo_audit.report.terminal import render_program
     from cgo_audit.watch import WatchSettings, live_table, watch_process
 
     settings = WatchSettings(pid=args.pid, duration_s=args.duration or None, interval_s=args.interval,
@@ -252,11 +258,7 @@ def watch_program(args: argparse.Namespace, console: Console) -> int:
             result = watch_process(settings, lambda samples, _missing: live.update(live_table(samples)))
     else:
         result = watch_process(settings)
-    status = EXIT_LEAK if result.is_leak else EXIT_CLEAN
-    render_program(result, status, console, command="watch")
-    if args.json:
-        write_program_json(result, status, args.json)
-    return status
+    return report_program(result, "watch", args, console)
 
 
 def _add_baseline(sub: argparse._SubParsersAction) -> None:
