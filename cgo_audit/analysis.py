@@ -30,13 +30,21 @@ class Metric:
     # a counted metric has no noise to excuse a slowing tail (a cache about
     # to fill); a measured one (a GC'd heap, RSS) does.
     tail_share: float = 0.5
+    # A measured metric also steps by chance (a GC'd heap keeps goroutine
+    # descriptors, the runtime never frees them): one step near the floor
+    # is not yet a slope, so a leak must grow by twice the floor in all.
+    counted: bool = False
+
+    @property
+    def leak_minimum(self) -> float:
+        return self.floor if self.counted else 2 * self.floor
 
 
-C_BYTES = Metric("c_bytes", "C heap", "B", 64, tail_share=0.8)
-C_ALLOCS = Metric("c_allocs", "C allocations", "allocs", 3, tail_share=0.8)
+C_BYTES = Metric("c_bytes", "C heap", "B", 64, tail_share=0.8, counted=True)
+C_ALLOCS = Metric("c_allocs", "C allocations", "allocs", 3, tail_share=0.8, counted=True)
 GO_HEAP = Metric("go_heap_bytes", "Go heap", "B", 128 * 1024)
-GOROUTINES = Metric("goroutines", "goroutines", "goroutines", 3, tail_share=0.8)
-FDS = Metric("fds", "file descriptors", "fds", 3, tail_share=0.8)
+GOROUTINES = Metric("goroutines", "goroutines", "goroutines", 3, tail_share=0.8, counted=True)
+FDS = Metric("fds", "file descriptors", "fds", 3, tail_share=0.8, counted=True)
 RSS = Metric("rss_bytes", "RSS", "B", 4 * 1024 * 1024)
 # What can explain RSS growth without a leak: memory used and given back
 # late (C freed by finalizers after a GC) shows in the C heap's peak; a Go
@@ -116,7 +124,8 @@ def classify(metric: Metric, xs: Sequence[float], ys: Sequence[float]) -> Growth
         return Growth(metric.key, PLATEAU, segments[-1], slope, total, r2, segments)
     if len(xs) < 3:
         return Growth(metric.key, INSUFFICIENT, slope, slope, total, r2, segments)
-    if slope > 0 and r2 >= 0.9 and segments[-1] >= metric.tail_share * slope and all(s > 0 for s in segments[-2:]):
+    if (slope > 0 and r2 >= 0.9 and segments[-1] >= metric.tail_share * slope and all(s > 0 for s in segments[-2:])
+            and total >= metric.leak_minimum):
         return Growth(metric.key, LINEAR, tail_slope if tail_slope > 0 else slope, slope, total, r2, segments)
     if r2 < 0.5 or slope <= 0:
         return Growth(metric.key, NOISY, slope, slope, total, r2, segments)

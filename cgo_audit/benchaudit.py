@@ -122,7 +122,7 @@ def measure(target: BenchTarget, settings: BenchSettings, progress: AuditProgres
     parent that only calls b.Run has no loop of its own to measure)."""
     if not target.sub and target.kind == BENCHMARK:
         first = run_benchmark_once(target, 1, settings)
-        subs = target.sub_benchmarks(first.record.stdout if first.record else "")
+        subs = target.sub_benchmarks(first.record.stdout if first.record else "", settings.bench_regex)
         if subs:
             return [result for sub in subs for result in measure(sub, settings, progress)]
     return [measure_one(target, settings, progress)]
@@ -194,7 +194,7 @@ def measure_one(target: BenchTarget, settings: BenchSettings, progress: AuditPro
     result = BenchResult(package=target.package.import_path, name=target.full_name, verdicts=verdicts,
                          growth=growth, points=points, notes=notes)
     if settings.stacks != "off" and analysis.CGO_LEAK in verdicts.all:
-        attribute(result, settings)
+        attribute(result, settings, str(target.package.module_dir or target.package.dir))
     progress.finished(target.full_name)
     return result
 
@@ -208,8 +208,9 @@ def _run_sizes(run: Callable[[int], RunPoint], sizes: Sequence[int]) -> RunPoint
     return None
 
 
-def attribute(result: BenchResult, settings: BenchSettings) -> None:
-    """Names the leak sites: stacks symbolized, grouped, fitted per op."""
+def attribute(result: BenchResult, settings: BenchSettings, home: str | None = None) -> None:
+    """Names the leak sites: stacks symbolized, grouped, fitted per op;
+    anchored in home (the audited module) where a stack reaches it."""
     usable = [p for p in comparable(result.points) if p.maps]
     if not usable:
         result.notes.append("no process mappings were read: leak sites cannot be named")
@@ -217,7 +218,7 @@ def attribute(result: BenchResult, settings: BenchSettings) -> None:
     symbolizer = Symbolizer([])
     period = settings.sample_bytes if settings.stacks == "sampled" else 0
     result.sites, result.runtime_c_bytes_per_op = measure_sites(
-        [RunStacks(p.ops, p.stacks, p.maps) for p in usable], symbolizer, period)
+        [RunStacks(p.ops, p.stacks, p.maps) for p in usable], symbolizer, period, home)
     result.sample_period_bytes = period
     result.symbolizer = symbolizer
     result.notes.extend(symbolizer.notes)

@@ -43,6 +43,9 @@ def _sizes(text: str) -> list[int]:
         raise argparse.ArgumentTypeError("sizes are whole numbers separated by commas") from None
     if not sizes or min(sizes) < 1:
         raise argparse.ArgumentTypeError("sizes must be at least 1")
+    if len(set(sizes)) < 3:
+        raise argparse.ArgumentTypeError("give at least three different sizes: two points always fit a line, "
+                                         "so they cannot tell a leak from a plateau")
     return sizes
 
 

@@ -97,10 +97,12 @@ class SiteKey:
     c_function: str      # the C function called: C.CString, C.helper, or a C frame
     c_stack: tuple[str, ...]  # C frames below it, innermost first (e.g. strdup)
     call_pc: int         # the call's address in its module: two calls on one line differ here
+    via: str = ""        # the dependency's function that made the cgo call, when it is not the user's
 
     def label(self) -> str:
         below = f" -> {' -> '.join(reversed(self.c_stack))}" if self.c_stack else ""
-        return f"{short_function(self.function)} {self.where}  {self.c_function}{below}"
+        via = f" (via {short_function(self.via)})" if self.via else ""
+        return f"{short_function(self.function)} {self.where}  {self.c_function}{below}{via}"
 
     @property
     def where(self) -> str:
@@ -132,8 +134,11 @@ class ReadableStack:
     created_by: str | None = None
 
 
-def readable(record: StackRecord, symbolizer: Symbolizer) -> ReadableStack:
-    """Folds a stack's trampolines and finds its user frame."""
+def readable(record: StackRecord, symbolizer: Symbolizer, home: str | None = None) -> ReadableStack:
+    """Folds a stack's trampolines and finds its user frame: the innermost in
+    home (the audited module's directory) when given, so that a leak inside
+    a dependency (a driver's cgo call) is named at the user's line that
+    reached it, and the dependency's frame is kept as the route."""
     expanded: list[Frame] = []
     raw = list(record.frames)
     gopc = raw.pop() if record.ends_with_go_statement else None
@@ -143,6 +148,7 @@ def readable(record: StackRecord, symbolizer: Symbolizer) -> ReadableStack:
     c_call: str | None = None
     c_below: list[str] = []
     user: Frame | None = None
+    home_frame: Frame | None = None   # the first frame in the audited module
     library: Frame | None = None  # the first standard-library frame, if no user frame comes
     user_c: Frame | None = None
     folding = False
@@ -172,6 +178,8 @@ def readable(record: StackRecord, symbolizer: Symbolizer) -> ReadableStack:
                 c_below.append(frame.function)
         if user is None and _is_user_go(frame):
             user = frame
+        if home_frame is None and home and _is_user_go(frame) and frame.file.startswith(home):
+            home_frame = frame
         if library is None and _is_program_go(frame):
             library = frame
     created_by = None
@@ -183,12 +191,15 @@ def readable(record: StackRecord, symbolizer: Symbolizer) -> ReadableStack:
             created_by = f"{short_function(origin.function)} {origin.where}"
     if user is None and user_c is None and library is None:
         return ReadableStack(None, shown, created_by)
+    via = ""
+    if home_frame is not None and user is not None and home_frame is not user:
+        via, user = user.function, home_frame
     anchor = user or user_c or library
     assert anchor is not None
     c_function = c_call or (user_c.function if user_c else "C.<call>")
     if user_c is not None and c_call is not None and user_c.function != c_call[2:]:
         c_below.insert(0, user_c.function)
-    key = SiteKey(anchor.function, anchor.file, anchor.line, c_function, tuple(c_below), anchor.file_address)
+    key = SiteKey(anchor.function, anchor.file, anchor.line, c_function, tuple(c_below), anchor.file_address, via)
     return ReadableStack(key, shown, created_by)
 
 
@@ -214,7 +225,7 @@ class Site:
 
     def as_dict(self) -> dict[str, object]:
         return {"function": self.key.function, "file": self.key.file, "line": self.key.line,
-                "call": self.call, "call_pc": f"0x{self.key.call_pc:x}",
+                "call": self.call, "call_pc": f"0x{self.key.call_pc:x}", "via": self.key.via or None,
                 "c_function": self.key.c_function, "c_stack": list(self.key.c_stack),
                 "bytes_per_op": self.bytes_per_op, "allocs_per_op": self.allocs_per_op, "shape": self.shape,
                 "created_by": self.created_by, "stack": [str(frame) for frame in self.stack]}
@@ -260,12 +271,12 @@ class _Tally:
     runtime_bytes: float = 0.0
 
 
-def _tally(run: RunStacks, symbolizer: Symbolizer, sample_period: int) -> _Tally:
+def _tally(run: RunStacks, symbolizer: Symbolizer, sample_period: int, home: str | None) -> _Tally:
     local = symbolizer.for_process(run.maps)
     local.symbolize(pc for frames in run.deltas for pc in frames)
     tally = _Tally()
     for record, grown, allocs in run.deltas.values():
-        stack = readable(record, local)
+        stack = readable(record, local, home)
         est_bytes, est_allocs = unsample(grown, allocs, sample_period)
         if stack.key is None:
             tally.runtime_bytes += est_bytes
@@ -277,12 +288,12 @@ def _tally(run: RunStacks, symbolizer: Symbolizer, sample_period: int) -> _Tally
     return tally
 
 
-def measure_sites(runs: Sequence[RunStacks], symbolizer: Symbolizer, sample_period: int = 0
-                  ) -> tuple[list[Site], float]:
+def measure_sites(runs: Sequence[RunStacks], symbolizer: Symbolizer, sample_period: int = 0,
+                  home: str | None = None) -> tuple[list[Site], float]:
     """Sites that grow across runs, largest first, and the runtime's own
     growth per op. Each run is symbolized with its own mappings (libraries
     move between runs), all sharing symbolizer's cache."""
-    tallies = [_tally(run, symbolizer, sample_period) for run in runs]
+    tallies = [_tally(run, symbolizer, sample_period, home) for run in runs]
     xs = [run.ops for run in runs]
     shown: dict[SiteKey, ReadableStack] = {}
     for tally in tallies:
@@ -304,10 +315,10 @@ def measure_sites(runs: Sequence[RunStacks], symbolizer: Symbolizer, sample_peri
 
 
 def sites_over_window(run: RunStacks, symbolizer: Symbolizer, sample_period: int = 0,
-                      min_bytes: float = 64) -> list[Site]:
+                      min_bytes: float = 64, home: str | None = None) -> list[Site]:
     """Sites that grew over one window of a long-running program, per op
     (run.ops is the operations in the window), largest first."""
-    tally = _tally(run, symbolizer, sample_period)
+    tally = _tally(run, symbolizer, sample_period, home)
     ops = max(run.ops, 1)
     sites = [Site(key, grown / ops, allocs / ops, "window", tally.shown[key].frames, tally.shown[key].created_by)
              for key, (grown, allocs) in tally.by_site.items() if grown >= min_bytes]

@@ -83,18 +83,42 @@ class BenchTarget:
         """-test.bench (or -test.run) for exactly this target, one regex per level."""
         return "/".join(f"^{re.escape(part)}$" for part in (self.listed_name, *self.sub))
 
-    def sub_benchmarks(self, output: str) -> list["BenchTarget"]:
-        """The sub-benchmarks a run's output shows below this one, if any."""
+    def sub_benchmarks(self, output: str, pattern: str = ".") -> list["BenchTarget"]:
+        """The sub-benchmarks a run's output shows below this one, if any,
+        that the levels of pattern below the top one select."""
         if self.kind != BENCHMARK:
             return []
         prefix = "/".join((self.listed_name, *self.sub)) + "/"
+        below = [re.compile(level) for level in split_levels(pattern)[1:]]
         found: list[tuple[str, ...]] = []
         for match in BENCH_LINE.finditer(output):
             if match.group(1).startswith(prefix):
                 path = tuple(match.group(1)[len(prefix):].split("/"))
-                if path not in found:
+                if path not in found and all(level.search(part) for level, part in zip(below, path)):
                     found.append(path)
         return [replace(self, sub=(*self.sub, *path)) for path in found]
+
+
+def split_levels(pattern: str) -> list[str]:
+    """A -test.bench pattern split into one regex per level, as go test does:
+    on each / outside brackets and parentheses ("A/B" is A, then B below it)."""
+    levels, depth, current, escaped = [], 0, "", False
+    for char in pattern:
+        if escaped:
+            current, escaped = current + char, False
+            continue
+        if char == "\\":
+            escaped = True
+        elif char in "[(":
+            depth += 1
+        elif char in "])":
+            depth = max(0, depth - 1)
+        elif char == "/" and depth == 0:
+            levels.append(current)
+            current = ""
+            continue
+        current += char
+    return [*levels, current]
 
 
 def find_modules(directory: Path) -> list[Path]:
@@ -122,15 +146,15 @@ def _listed(binary: Path, package: GoPackage, kind: str) -> list[str]:
 
 
 def _chosen(names: Sequence[str], settings: BenchSettings) -> tuple[str, list[str]]:
-    """Benchmarks matching --bench; with none, the tests (when allowed)."""
-    pattern = re.compile(settings.bench_regex)
+    """Benchmarks matching --bench (its top level); with none, the tests (when allowed)."""
+    pattern = re.compile(split_levels(settings.bench_regex)[0])
     benchmarks = [n for n in names if n.startswith("Benchmark") and pattern.search(n)]
     if settings.only == BENCHMARK or (settings.only is None and (benchmarks or not settings.tests_when_no_benchmarks)):
         return BENCHMARK, benchmarks
     return TEST, [n for n in names if n.startswith("Test") and pattern.search(n)]
 
 
-def _probed_build(package: GoPackage, settings: BenchSettings, workdir: Path, kind: str, names: Sequence[str]
+def _probed_build(package: GoPackage, settings: BenchSettings, workdir: Path, names: Sequence[str]
                   ) -> tuple[Path, set[str]] | None:
     """A binary with the probe wrapping names, or None if it does not build."""
     safe = _safe(package.import_path)
@@ -147,22 +171,25 @@ def _probed_build(package: GoPackage, settings: BenchSettings, workdir: Path, ki
 
 def build_package(package: GoPackage, settings: BenchSettings, workdir: Path
                   ) -> tuple[Path, str, list[str], set[str], list[str]]:
-    """The package's test binary, built once with the probe wrapping the
-    benchmarks its sources show. If that does not build (a benchmark behind
-    a build tag, say), the plain binary says which exist, and the probe is
-    tried once more with just those. Returns the binary, the kind of target,
-    their names, the ones the probe wraps, and notes."""
+    """The package's test binary, built once with the probe wrapping every
+    benchmark and test its sources show (all of them, whatever --bench
+    selects: then a new selection compiles nothing again, however much C the
+    package has). If that does not build (a benchmark behind a build tag,
+    say), the plain binary says which exist, and the probe is tried once more
+    with just those. Returns the binary, the kind of target, their names,
+    the ones the probe wraps, and notes."""
     if settings.probe:
-        kind, names = _chosen(list(locate_benchmarks(package)), settings)
-        built = _probed_build(package, settings, workdir, kind, names) if names else None
+        located = list(locate_benchmarks(package))
+        built = _probed_build(package, settings, workdir, located) if located else None
         if built is not None:
             binary, wrapped = built
-            listed = set(_listed(binary, package, kind))
-            return binary, kind, [n for n in names if n in listed], wrapped, []
+            kind, names = _chosen(_listed(binary, package, BENCHMARK) + _listed(binary, package, TEST), settings)
+            return binary, kind, names, wrapped, []
     plain = _build(package, settings, workdir / f"{_safe(package.import_path)}.plain.test")
-    kind, names = _chosen(_listed(plain, package, BENCHMARK) + _listed(plain, package, TEST), settings)
+    existing = _listed(plain, package, BENCHMARK) + _listed(plain, package, TEST)
+    kind, names = _chosen(existing, settings)
     if settings.probe and names:
-        built = _probed_build(package, settings, workdir, kind, names)
+        built = _probed_build(package, settings, workdir, existing)
         if built is not None:
             return built[0], kind, names, built[1], []
         return plain, kind, names, set(), ["the probe did not build, so figures are taken at exit"]

@@ -69,11 +69,12 @@ static TLS struct {
 } sampler;
 
 /* The last few stacks this thread recorded: a loop allocates from the same
- * few, and a hit skips the hash and the shared table. */
+ * few, and a hit skips the shared index. Only (hash, position) is kept here,
+ * and a hit is checked against the frames stored in the region: a copy of
+ * the frames would make the thread-local block too big for static TLS. */
 #define RECENT 4
 static TLS struct {
-    uintptr_t frames[RECENT][CGO_AUDIT_STACK_DEPTH];
-    unsigned depth[RECENT];
+    uint64_t hash[RECENT];
     int index[RECENT];
     struct cgo_audit_region *region[RECENT]; /* a fork gives the child a new region */
     unsigned next;
@@ -348,9 +349,9 @@ static int same(const struct cgo_audit_stack *s, uint64_t h, const uintptr_t *fr
 }
 
 /* The position of this stack in r->stacks, added if new; -1 when full. */
-static int find_or_add(struct cgo_audit_region *r, const uintptr_t *frames, unsigned n, unsigned flags)
+static int find_or_add(struct cgo_audit_region *r, const uintptr_t *frames, unsigned n, unsigned flags,
+                       uint64_t h)
 {
-    uint64_t h = hash_frames(frames, n);
     uint32_t slot = (uint32_t)h & (INDEX_SIZE - 1);
     for (;;) {
         uint16_t v = __atomic_load_n(&stack_index[slot], __ATOMIC_ACQUIRE);
@@ -407,19 +408,19 @@ unsigned shim_stack_capture(struct cgo_audit_region *r)
     if (flags & FRAME_GO_WALK) {
         __atomic_fetch_add(&r->header.go_walks, 1, __ATOMIC_RELAXED);
     }
+    uint64_t h = hash_frames(frames, n);
     for (unsigned i = 0; i < RECENT; i++) {
-        if (recent.depth[i] == n && recent.region[i] == r && same_frames(recent.frames[i], frames, n)) {
+        if (recent.hash[i] == h && recent.region[i] == r && same(&r->stacks[recent.index[i]], h, frames, n)) {
             return (unsigned)recent.index[i] + CGO_AUDIT_TAG_FIRST_STACK;
         }
     }
-    int index = find_or_add(r, frames, n, flags);
+    int index = find_or_add(r, frames, n, flags, h);
     if (index < 0) {
         __atomic_fetch_add(&r->header.stacks_dropped, 1, __ATOMIC_RELAXED);
         return CGO_AUDIT_TAG_NONE;
     }
     unsigned slot = recent.next++ % RECENT;
-    memcpy(recent.frames[slot], frames, n * sizeof frames[0]);
-    recent.depth[slot] = n;
+    recent.hash[slot] = h;
     recent.index[slot] = index;
     recent.region[slot] = r;
     return (unsigned)index + CGO_AUDIT_TAG_FIRST_STACK;

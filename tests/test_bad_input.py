@@ -79,14 +79,14 @@ def test_statically_linked_package_is_named_as_such(tmp_path):
 def test_target_that_crashes_still_reports_its_counters(tmp_path):
     module = write_module(tmp_path / "m", {"crashy/crashy.go": CGO_LEAK_THEN % 40,
                                            "crashy/crashy_test.go": CRASHY_TEST})
-    proc, report = audit_json(tmp_path, "--dir", str(module), "--sizes", "10,100")
+    proc, report = audit_json(tmp_path, "--dir", str(module), "--sizes", "10,100,200")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     result = report["results"][0]
     # Go's signal handler reports the abort() and exits with status 2.
     assert result["verdict"] == "error" and "SIGABRT: abort" in result["error"]
     crashed = result["samples"][-1]
     assert crashed["source"] == "exit" and crashed["status"] == "exited with status 2"
-    # run1 (1 op) and 41 ops of the big round each leaked 100 bytes before abort().
+    # run1 (1 op) and 41 ops of the round that died each leaked 100 bytes before abort().
     assert crashed["c_live_bytes"] == 100 * (1 + 41)
     assert "counters gathered before it ended" in " ".join(proc.stdout.split())
 
@@ -96,7 +96,7 @@ def test_target_that_hangs_is_killed_on_timeout(tmp_path):
         "hang/hang.go": "package hang\n\n// #include <unistd.h>\nimport \"C\"\n\nfunc Wait() { C.pause() }\n",
         "hang/hang_test.go": "package hang\n\nimport \"testing\"\n\nfunc BenchmarkHang(b *testing.B) { Wait() }\n",
     })
-    proc, report = audit_json(tmp_path, "--dir", str(module), "--sizes", "1,2", "--timeout", "3")
+    proc, report = audit_json(tmp_path, "--dir", str(module), "--sizes", "1,2,3", "--timeout", "3")
     assert proc.returncode == 2
     assert "timed out" in report["results"][0]["error"]
 

@@ -44,8 +44,11 @@ def test_fixed_benchmark_is_clean(cstring_audit):
 def test_terminal_report_reads_like_benchmem_and_says_pprof_is_blind(cstring_audit):
     proc, report = cstring_audit
     assert proc.returncode == 1 and report["exit_status"] == 1  # a leak, and no baseline
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("BenchmarkGetValueLeaky"))
-    assert "26.00 C-B/op" in line and "2.00 C-allocs/op" in line and "cgo-leak" in line
+    lines = proc.stdout.splitlines()
+    at = next(i for i, l in enumerate(lines) if l.startswith("BenchmarkGetValueLeaky"))
+    row = " ".join(lines[at:at + 2])   # the figures sit under the name when the row passes 80 columns
+    assert "26.00 C-B/op" in row and "2.00 C-allocs/op" in row and "cgo-leak" in row
+    assert all(len(line) <= 80 for line in lines if not line.startswith("pkg:"))
     assert "go tool pprof cannot see this leak" in " ".join(proc.stdout.split())
     assert "Traceback" not in proc.stderr
 

@@ -128,9 +128,10 @@ def test_generated_leak_gets_its_verdict_and_per_op_figure(workloads, func, size
     elif func == "leak_fd":
         assert verdicts.main == "fd-leak" and growth["fds"].per_op == 1.0
     else:
-        # A GC'd heap is measured, not counted: the slice that keeps the values
-        # doubles now and then, and the driver's own garbage comes and goes.
-        assert 0.9 * size <= growth["go_heap_bytes"].per_op <= 1.15 * size + 128
+        # A GC'd heap is measured, not counted: Go rounds each value up to its
+        # size class (6913 B takes 8192: 18.5%) or, past 32 KiB, to whole 8 KiB
+        # pages (up to 25%); the slice that keeps them doubles now and then.
+        assert 0.9 * size <= growth["go_heap_bytes"].per_op <= 1.25 * size + 128
         assert growth["c_bytes"].shape == analysis.FLAT
 
 

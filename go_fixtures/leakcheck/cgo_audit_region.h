@@ -12,7 +12,7 @@
 
 /* CDEF-BEGIN */
 #define CGO_AUDIT_MAGIC 0x544944554130474f
-#define CGO_AUDIT_LAYOUT_VERSION 4
+#define CGO_AUDIT_LAYOUT_VERSION 5
 
 /* Counter slots. Slot 0 is shared (updated with atomic read-modify-write);
  * slots 1.. are each owned by one thread at a time, so the owner updates
@@ -27,7 +27,7 @@
 #define CGO_AUDIT_FLAG_STACKS 2
 
 /* Stack capture. Frames are return addresses, innermost first. */
-#define CGO_AUDIT_STACK_DEPTH 24
+#define CGO_AUDIT_STACK_DEPTH 64
 #define CGO_AUDIT_STACK_CAPACITY 16384
 
 /* Origin tags kept per allocation (the top 16 bits of a side-table entry).
