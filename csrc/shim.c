@@ -286,8 +286,7 @@ static inline int take_sample(size_t size)
  * code, belong to the thread, not to the user's code. */
 static inline unsigned origin_tag(size_t size, uintptr_t caller)
 {
-    if (UNLIKELY(tls.in_thread_create) ||
-        UNLIKELY(caller - shim_thread_start_lo < shim_thread_start_hi - shim_thread_start_lo)) {
+    if (UNLIKELY(tls.in_thread_create) || UNLIKELY(caller - shim_thread_start_lo < shim_thread_start_span)) {
         return CGO_AUDIT_TAG_THREAD_START;
     }
     if (UNLIKELY(shim_stacks_enabled)) {

@@ -12,7 +12,7 @@
 
 /* x_cgo_thread_start's code, where known: the Go runtime mallocs a small
  * block there for each new thread, which the thread frees when it starts. */
-extern uintptr_t shim_thread_start_lo, shim_thread_start_hi;
+extern uintptr_t shim_thread_start_lo, shim_thread_start_span;
 
 /* CGO_AUDIT_STACKS_* in force (0: no stacks). */
 extern int shim_stacks_enabled;

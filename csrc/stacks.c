@@ -55,7 +55,7 @@ static struct {
     uint64_t thread_start_lo, thread_start_hi; /* x_cgo_thread_start, as linked (optional) */
 } go;
 
-uintptr_t shim_thread_start_lo, shim_thread_start_hi;
+uintptr_t shim_thread_start_lo, shim_thread_start_span;
 
 /* The shim's own code: frames in it are skipped. */
 static uintptr_t shim_text_lo, shim_text_hi;
@@ -69,12 +69,14 @@ static TLS struct {
 } sampler;
 
 /* The last few stacks this thread recorded: a loop allocates from the same
- * few, and a hit skips the shared index. Only (hash, position) is kept here,
- * and a hit is checked against the frames stored in the region: a copy of
- * the frames would make the thread-local block too big for static TLS. */
+ * few, and a hit skips the hash and the shared index. Only the innermost and
+ * outermost frames and the depth are kept here, and a hit is checked against
+ * the frames stored in the region: a copy of every frame would make the
+ * thread-local block too big for static TLS. */
 #define RECENT 4
 static TLS struct {
-    uint64_t hash[RECENT];
+    uintptr_t first[RECENT], last[RECENT];
+    unsigned depth[RECENT];
     int index[RECENT];
     struct cgo_audit_region *region[RECENT]; /* a fork gives the child a new region */
     unsigned next;
@@ -175,7 +177,7 @@ void shim_stack_init(struct cgo_audit_region *r)
     if (go.thread_start_hi > go.thread_start_lo) {
         uintptr_t bias = executable_bias();
         shim_thread_start_lo = bias + go.thread_start_lo;
-        shim_thread_start_hi = bias + go.thread_start_hi;
+        shim_thread_start_span = go.thread_start_hi - go.thread_start_lo;
     }
     r->header.stack_mode = (uint32_t)mode;
     r->header.sample_period_bytes = mode == CGO_AUDIT_STACKS_SAMPLED ? sample_period : 0;
@@ -408,19 +410,21 @@ unsigned shim_stack_capture(struct cgo_audit_region *r)
     if (flags & FRAME_GO_WALK) {
         __atomic_fetch_add(&r->header.go_walks, 1, __ATOMIC_RELAXED);
     }
-    uint64_t h = hash_frames(frames, n);
     for (unsigned i = 0; i < RECENT; i++) {
-        if (recent.hash[i] == h && recent.region[i] == r && same(&r->stacks[recent.index[i]], h, frames, n)) {
+        if (recent.first[i] == frames[0] && recent.last[i] == frames[n - 1] && recent.depth[i] == n &&
+            recent.region[i] == r && same_frames((const uintptr_t *)r->stacks[recent.index[i]].frames, frames, n)) {
             return (unsigned)recent.index[i] + CGO_AUDIT_TAG_FIRST_STACK;
         }
     }
-    int index = find_or_add(r, frames, n, flags, h);
+    int index = find_or_add(r, frames, n, flags, hash_frames(frames, n));
     if (index < 0) {
         __atomic_fetch_add(&r->header.stacks_dropped, 1, __ATOMIC_RELAXED);
         return CGO_AUDIT_TAG_NONE;
     }
     unsigned slot = recent.next++ % RECENT;
-    recent.hash[slot] = h;
+    recent.first[slot] = frames[0];
+    recent.last[slot] = frames[n - 1];
+    recent.depth[slot] = n;
     recent.index[slot] = index;
     recent.region[slot] = r;
     return (unsigned)index + CGO_AUDIT_TAG_FIRST_STACK;
