@@ -231,7 +231,7 @@ static inline void count_alloc(uint64_t size, unsigned tag)
             bump(&c->thread_start_allocs, 1);
             bump(&c->thread_start_alloc_bytes, size);
         } else {
-            shim_stack_count(region, tag, (int64_t)size);
+            shim_stack_count(region, tag, (int64_t)size, 1);
         }
     }
     track_peak((int64_t)size);
@@ -249,7 +249,7 @@ static inline void count_free(uint64_t meta)
             bump(&c->thread_start_frees, 1);
             bump(&c->thread_start_free_bytes, size);
         } else {
-            shim_stack_count(region, tag, -(int64_t)size);
+            shim_stack_count(region, tag, -(int64_t)size, -1);
         }
     }
     track_peak(-(int64_t)size);

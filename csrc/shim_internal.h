@@ -28,8 +28,8 @@ void shim_stack_init(struct cgo_audit_region *r);
  * is about to make, or NONE when the stack could not be recorded. */
 unsigned shim_stack_capture(struct cgo_audit_region *r);
 
-/* Adds delta bytes (and one allocation, +-) to the live figures of a stack. */
-void shim_stack_count(struct cgo_audit_region *r, unsigned tag, int64_t delta);
+/* Adds bytes and allocs (each +-) to the live figures of a stack. */
+void shim_stack_count(struct cgo_audit_region *r, unsigned tag, int64_t bytes, int64_t allocs);
 
 /* fork(): hold the stack table still, and give the child a copy. */
 void shim_stack_lock_all(void);

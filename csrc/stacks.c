@@ -430,11 +430,11 @@ unsigned shim_stack_capture(struct cgo_audit_region *r)
     return (unsigned)index + CGO_AUDIT_TAG_FIRST_STACK;
 }
 
-void shim_stack_count(struct cgo_audit_region *r, unsigned tag, int64_t delta)
+void shim_stack_count(struct cgo_audit_region *r, unsigned tag, int64_t bytes, int64_t allocs)
 {
     struct cgo_audit_stack *s = &r->stacks[tag - CGO_AUDIT_TAG_FIRST_STACK];
-    __atomic_fetch_add(&s->live_bytes, delta, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&s->live_allocs, delta >= 0 ? 1 : -1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&s->live_bytes, bytes, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&s->live_allocs, allocs, __ATOMIC_RELAXED);
 }
 
 void shim_stack_lock_all(void)

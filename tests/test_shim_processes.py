@@ -26,6 +26,24 @@ def test_sixteen_threads_end_with_exactly_what_they_hold(shim_path, stress_binar
     assert result["total_allocs"] > 16 * 100000 // 3
 
 
+def test_stack_figures_add_up_to_the_live_heap_under_many_threads(shim_path, stress_binary):
+    """With a stack on every allocation, the live bytes and blocks held per
+    stack sum to the process's live user heap (zero-byte blocks included)."""
+    with ShimSession(shim_path) as session:
+        proc = subprocess.Popen([str(stress_binary), "8", "50000", "7"], stdout=subprocess.PIPE, text=True,
+                                env=session.environment(extra={"CGO_AUDIT_STACKS": "all"}))
+        out, _ = proc.communicate(timeout=300)
+        cheap, stacks = session.main_state(proc.pid, stacks=True)
+    assert proc.returncode == 0
+    assert json.loads(out)["failures"] == 0
+    assert cheap is not None and stacks
+    # Read after exit: the program's own output buffers are live too.
+    assert cheap.user_live_bytes > 0
+    assert sum(s.live_bytes for s in stacks) == cheap.user_live_bytes
+    assert sum(s.live_allocs for s in stacks) == cheap.user_live_allocs
+    assert all(s.live_allocs >= 0 and s.live_bytes >= 0 for s in stacks)
+
+
 def test_forked_child_has_its_own_region(shim_path, forker_binary):
     keep, child_bytes, parent_bytes = 4096, 1000, 300
     with ShimSession(shim_path) as session:
