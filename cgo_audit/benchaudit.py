@@ -120,15 +120,19 @@ def analyse(points: Sequence[RunPoint]) -> tuple[dict[str, analysis.Growth], ana
 def measure(target: BenchTarget, settings: BenchSettings, progress: AuditProgress) -> list[BenchResult]:
     """A benchmark's result, or one per sub-benchmark when it has them (a
     parent that only calls b.Run has no loop of its own to measure)."""
+    first = None
     if not target.sub and target.kind == BENCHMARK:
+        progress.running(f"{target.package.import_path} {target.full_name}", 1)
         first = run_benchmark_once(target, 1, settings)
         subs = target.sub_benchmarks(first.record.stdout if first.record else "", settings.bench_regex)
         if subs:
             return [result for sub in subs for result in measure(sub, settings, progress)]
-    return [measure_one(target, settings, progress)]
+    return [measure_one(target, settings, progress, first)]
 
 
-def measure_one(target: BenchTarget, settings: BenchSettings, progress: AuditProgress) -> BenchResult:
+def measure_one(target: BenchTarget, settings: BenchSettings, progress: AuditProgress,
+                first_run: RunPoint | None = None) -> BenchResult:
+    """One benchmark's result; first_run, when given, is its run at n=1."""
     points: list[RunPoint] = []
     notes = list(target.notes)
 
@@ -148,7 +152,9 @@ def measure_one(target: BenchTarget, settings: BenchSettings, progress: AuditPro
     if settings.sizes:
         sizes = sorted(set(settings.sizes))
     else:
-        first = run(1)
+        if first_run is not None:
+            points.append(first_run)
+        first = first_run or run(1)
         if not first.ok:
             return failed(first)
         calibration_ops = CALIBRATION_OPS[target.kind]

@@ -23,6 +23,9 @@ from elftools.elf.elffile import ELFFile
 from cgo_audit.sampler import ExecutableMapping
 
 
+# Generous: a large binary's first lookup reads all of its DWARF.
+SYMBOLIZE_TIMEOUT = 300
+
 # GCC's clones of a C function (foo.constprop.0, foo.isra.0, foo.cold).
 _C_CLONE = re.compile(r"\.(constprop|isra|part|cold|lto_priv|localalias)(\.\d+)*$")
 
@@ -136,12 +139,19 @@ class Symbolizer:
                 self.cache[(module, address)] = frames
 
     def _run(self, module: str, addresses: list[int]) -> list[list[tuple[str, str, int]]]:
-        if self.llvm:
-            return _llvm(self.llvm, module, addresses)
-        note = "llvm-symbolizer not found: inlined frames are not expanded (apt-get install llvm)"
+        try:
+            if self.llvm:
+                return _llvm(self.llvm, module, addresses)
+            self._note("llvm-symbolizer not found: inlined frames are not expanded (apt-get install llvm)")
+            return _fallback(module, addresses)
+        except (OSError, subprocess.SubprocessError) as exc:
+            # Sites are then shown as addresses; the audit's figures stand.
+            self._note(f"cannot symbolize {module_name(module)}: {exc}")
+            return [[("??", "", 0)]] * len(addresses)
+
+    def _note(self, note: str) -> None:
         if note not in self.notes:
             self.notes.append(note)
-        return _fallback(module, addresses)
 
 
 def _parse_location(text: str) -> tuple[str, int]:
@@ -156,7 +166,8 @@ def _parse_location(text: str) -> tuple[str, int]:
 
 def _llvm(tool: str, module: str, addresses: list[int]) -> list[list[tuple[str, str, int]]]:
     proc = subprocess.run([tool, f"--obj={module}", "--inlining", "--functions=linkage", "--demangle"],
-                          input="".join(f"0x{a:x}\n" for a in addresses), capture_output=True, text=True)
+                          input="".join(f"0x{a:x}\n" for a in addresses), capture_output=True, text=True,
+                          timeout=SYMBOLIZE_TIMEOUT)
     blocks = [block for block in proc.stdout.split("\n\n") if block.strip()]
     results = []
     for block in blocks[:len(addresses)]:
@@ -174,9 +185,10 @@ def _fallback(module: str, addresses: list[int]) -> list[list[tuple[str, str, in
     go = shutil.which(os.environ.get("GO", "go"))
     hexes = "".join(f"0x{a:x}\n" for a in addresses)
     if go and _is_go_binary(module):
-        proc = subprocess.run([go, "tool", "addr2line", module], input=hexes, capture_output=True, text=True)
+        command = [go, "tool", "addr2line", module]
     else:
-        proc = subprocess.run(["addr2line", "-f", "-C", "-e", module], input=hexes, capture_output=True, text=True)
+        command = ["addr2line", "-f", "-C", "-e", module]
+    proc = subprocess.run(command, input=hexes, capture_output=True, text=True, timeout=SYMBOLIZE_TIMEOUT)
     lines = proc.stdout.splitlines()
     results = []
     for function, location in zip(lines[0::2], lines[1::2]):
