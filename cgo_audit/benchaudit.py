@@ -15,7 +15,8 @@ from typing import Callable, Protocol, Sequence
 from cgo_audit import analysis
 from cgo_audit.errors import AuditError
 from cgo_audit.gotool import go_executable, list_packages
-from cgo_audit.model import AuditReport, BenchResult, PackageOutcome, RunPoint, comparable, point_from_run
+from cgo_audit.model import (AuditReport, BenchResult, PackageOutcome, RunPoint, comparable, point_from_run,
+                             skipped_names)
 from cgo_audit.runner import ShimSession, failure_line, run_target
 from cgo_audit.shimbuild import build_shim
 from cgo_audit.sites import RunStacks, measure_sites
@@ -46,9 +47,9 @@ class NoProgress:
         pass
 
 
-def run_benchmark_once(target: BenchTarget, n: int, settings: BenchSettings) -> RunPoint:
+def run_benchmark_once(target: BenchTarget, n: int, settings: BenchSettings, verbose: bool = False) -> RunPoint:
     """One process under the shim: a benchmark at -test.benchtime=Nx, or a
-    test at -test.count=N."""
+    test at -test.count=N; verbose (-test.v) shows what skipped itself."""
     godebug = ",".join(part for part in (os.environ.get("GODEBUG", ""), "gctrace=1") if part)
     env = {"GODEBUG": godebug}
     if target.go_layout:
@@ -60,6 +61,8 @@ def run_benchmark_once(target: BenchTarget, n: int, settings: BenchSettings) -> 
                      "-test.benchmem", "-test.count=1"]
     else:
         selection = [f"-test.run={target.pattern()}", f"-test.count={n}"]
+    if verbose:
+        selection.append("-test.v")
     argv = [str(target.binary), *selection, f"-test.timeout={int(settings.run_timeout_s) + 60}s"]
     with ShimSession(build_shim(), keep=settings.keep_work) as session:
         record = run_target(argv, session, cwd=target.package.dir, env_extra=env,
@@ -121,13 +124,33 @@ def measure(target: BenchTarget, settings: BenchSettings, progress: AuditProgres
     """A benchmark's result, or one per sub-benchmark when it has them (a
     parent that only calls b.Run has no loop of its own to measure)."""
     first = None
-    if not target.sub and target.kind == BENCHMARK:
+    if not target.sub:
         progress.running(f"{target.package.import_path} {target.full_name}", 1)
-        first = run_benchmark_once(target, 1, settings)
-        subs = target.sub_benchmarks(first.record.stdout if first.record else "", settings.bench_regex)
+        first = run_benchmark_once(target, 1, settings, verbose=True)
+        output = first.record.stdout if first.record else ""
+        skipped = skipped_names(output)
+        if first.ok and target.output_name in skipped:
+            return [skipped_result(target, first, skipped[target.output_name], progress)]
+        subs = target.sub_benchmarks(output, settings.bench_regex)
         if subs:
-            return [result for sub in subs for result in measure(sub, settings, progress)]
+            results = []
+            for sub in subs:
+                if sub.output_name in skipped:
+                    results.append(skipped_result(sub, None, skipped[sub.output_name], progress))
+                else:
+                    results.extend(measure(sub, settings, progress))
+            return results
     return [measure_one(target, settings, progress, first)]
+
+
+def skipped_result(target: BenchTarget, run: RunPoint | None, reason: str, progress: AuditProgress
+                   ) -> BenchResult:
+    """A benchmark or test that called Skip: nothing of it ran to measure
+    (run: its own run, not its parent's, that showed it)."""
+    progress.finished(target.full_name)
+    return BenchResult(package=target.package.import_path, name=target.full_name,
+                       verdicts=analysis.decide({}), growth={}, points=[run] if run else [], notes=list(target.notes),
+                       skipped=reason)
 
 
 def measure_one(target: BenchTarget, settings: BenchSettings, progress: AuditProgress,

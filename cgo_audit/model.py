@@ -22,6 +22,25 @@ GO_FINALIZERS_RUN = "/gc/finalizers/executed:finalizers"
 GO_MAPPED = "/memory/classes/total:bytes"
 
 BENCH_LINE = re.compile(r"^(Benchmark\S+?)(?:-\d+)?\s+(\d+)\s+([\d.]+) ns/op", re.M)
+# What `-test.v` prints when a test or benchmark calls Skip: its log lines
+# (indented "file.go:N: message"), then this line.
+SKIP_LINE = re.compile(r"^\s*--- SKIP: (\S+)", re.M)
+
+
+def skipped_names(output: str) -> dict[str, str]:
+    """Test and benchmark names that skipped themselves in a -test.v run,
+    each with the last message it logged before skipping ("" if none)."""
+    found: dict[str, str] = {}
+    lines = output.splitlines()
+    for index, line in enumerate(lines):
+        match = SKIP_LINE.match(line)
+        if not match:
+            continue
+        reason = ""
+        if index > 0 and re.match(r"^\s+\S+\.go:\d+: ", lines[index - 1]):
+            reason = lines[index - 1].strip().split(": ", 1)[1]
+        found.setdefault(match.group(1), reason)
+    return found
 
 
 @dataclass
@@ -147,6 +166,7 @@ class Findings:
     accepted_by_baseline: bool = False
     within_threshold: bool = False  # a byte leak under --max-leak-bytes-per-op
     error: str | None = None        # the audit could not finish
+    skipped: str | None = None      # the benchmark or test skipped itself (its reason)
     sites: list[Site] = field(default_factory=list)
     runtime_c_bytes_per_op: float = 0.0   # the runtime's own C allocations, left out of sites
     sample_period_bytes: int = 0          # > 0: sites are estimates from sampled stacks
@@ -154,7 +174,9 @@ class Findings:
 
     @property
     def verdict(self) -> str:
-        return "error" if self.error else self.verdicts.main
+        if self.error:
+            return "error"
+        return "skipped" if self.skipped is not None else self.verdicts.main
 
     def per_op(self, key: str) -> float:
         """Growth per op of a metric (0 when it was not measured)."""
@@ -163,7 +185,7 @@ class Findings:
 
     @property
     def is_leak(self) -> bool:
-        return self.error is None and self.verdicts.main != "clean"
+        return self.error is None and self.skipped is None and self.verdicts.main != "clean"
 
     @property
     def is_new_leak(self) -> bool:

@@ -13,7 +13,7 @@ from typing import Sequence
 from cgo_audit.errors import AuditError
 from cgo_audit.golayout import LayoutUnavailable, read_layout
 from cgo_audit.gotool import GoBuildError, GoPackage, build_test_binary, link_info, list_tests
-from cgo_audit.model import BENCH_LINE, PackageOutcome
+from cgo_audit.model import BENCH_LINE, SKIP_LINE, PackageOutcome
 from cgo_audit.probe import is_wrapper, locate_benchmarks, write_overlay, wrapper_name
 
 BENCHMARK, TEST = "benchmark", "test"
@@ -79,6 +79,11 @@ class BenchTarget:
     def full_name(self) -> str:
         return "/".join((self.name, *self.sub))
 
+    @property
+    def output_name(self) -> str:
+        """The name the test binary prints for it (the probe renames it)."""
+        return "/".join((self.listed_name, *self.sub))
+
     def pattern(self) -> str:
         """-test.bench (or -test.run) for exactly this target, one regex per level."""
         return "/".join(f"^{re.escape(part)}$" for part in (self.listed_name, *self.sub))
@@ -88,10 +93,13 @@ class BenchTarget:
         that the levels of pattern below the top one select."""
         if self.kind != BENCHMARK:
             return []
-        prefix = "/".join((self.listed_name, *self.sub)) + "/"
+        prefix = self.output_name + "/"
         below = [re.compile(level) for level in split_levels(pattern)[1:]]
         found: list[tuple[str, ...]] = []
-        for match in BENCH_LINE.finditer(output):
+        # Sub-benchmarks that ran print a result line; those that skipped
+        # themselves only a SKIP line (in a -test.v run).
+        matches = sorted([*BENCH_LINE.finditer(output), *SKIP_LINE.finditer(output)], key=lambda m: m.start())
+        for match in matches:
             if match.group(1).startswith(prefix):
                 path = tuple(match.group(1)[len(prefix):].split("/"))
                 if path not in found and all(level.search(part) for level, part in zip(below, path)):

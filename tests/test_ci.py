@@ -187,3 +187,63 @@ def test_results_do_not_depend_on_jobs(tmp_path):
 
     assert figures("1") == figures("2")
     assert ("BenchmarkCBytesNeverFreed", "cgo-leak", 1024.0) in figures("3")
+
+
+SKIPPING_TESTS = """
+package service
+
+import (
+	"os"
+	"testing"
+)
+
+func BenchmarkNeedsGPU(b *testing.B) {
+	b.Skip("needs a GPU")
+}
+
+func BenchmarkModes(b *testing.B) {
+	b.Run("leaky", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			Keep()
+		}
+	})
+	b.Run("remote", func(b *testing.B) {
+		if os.Getenv("SERVICE_URL") == "" {
+			b.Skip("SERVICE_URL not set")
+		}
+	})
+}
+"""
+
+KEEPER = """
+package service
+
+/*
+#include <stdlib.h>
+static void *kept;
+*/
+import "C"
+
+// Keep leaves 24 bytes of C heap behind on each call.
+func Keep() { C.malloc(24) }
+"""
+
+
+def test_benchmarks_that_skip_themselves_are_reported_skipped_not_clean(tmp_path):
+    module = write_module(tmp_path / "m", {"service.go": KEEPER, "service_test.go": SKIPPING_TESTS})
+    junit = tmp_path / "audit.xml"
+    proc, report = audit_json(tmp_path, "--dir", str(module), "--junit", str(junit), *SIZES)
+    assert proc.returncode == 1, proc.stdout + proc.stderr   # the leaky sub-benchmark still fails
+    by_name = {r["name"]: r for r in report["results"]}
+    assert set(by_name) == {"BenchmarkNeedsGPU", "BenchmarkModes/leaky", "BenchmarkModes/remote"}
+    assert by_name["BenchmarkNeedsGPU"]["verdict"] == "skipped"
+    assert by_name["BenchmarkNeedsGPU"]["skipped"] == "needs a GPU"
+    assert by_name["BenchmarkModes/remote"]["skipped"] == "SERVICE_URL not set"
+    leaky = by_name["BenchmarkModes/leaky"]
+    assert leaky["verdict"] == "cgo-leak" and leaky["c_leak_bytes_per_op"] == 24.0 and leaky["skipped"] is None
+    assert "2 skipped themselves" in " ".join(proc.stdout.split())
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite.get("skipped") == "2" and suite.get("failures") == "1"
+    skipped = {case.get("name"): case.find("skipped") for case in suite.iter("testcase")}
+    assert skipped["BenchmarkNeedsGPU"].get("message") == "needs a GPU"
+    assert skipped["BenchmarkModes/leaky"] is None

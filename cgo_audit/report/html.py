@@ -29,9 +29,12 @@ def plain(markup: str) -> str:
 
 def verdict_badges(result: Findings, short: bool = False) -> str:
     """A badge per verdict: clean green, a new leak red, one the baseline
-    accepts (or under --max-leak-bytes-per-op) amber, an error dark red."""
+    accepts (or under --max-leak-bytes-per-op) amber, an error dark red,
+    one that skipped itself grey."""
     if result.error:
         return '<span class="badge error">error</span>'
+    if result.skipped is not None:
+        return '<span class="badge skipped">skipped</span>'
     if not result.is_leak:
         return '<span class="badge clean">clean</span>'
     kind = "leak" if result.is_new_leak else "accepted"
@@ -130,10 +133,11 @@ def _counts(results: Sequence[Findings]) -> str:
              ("under the threshold", sum(1 for r in results if r.is_leak and not r.accepted_by_baseline
                                          and r.within_threshold), "accepted"),
              ("errors", sum(1 for r in results if r.error), "error"),
-             ("clean", sum(1 for r in results if not r.is_leak and not r.error), "clean")]
+             ("skipped", sum(1 for r in results if r.skipped is not None and not r.error), ""),
+             ("clean", sum(1 for r in results if not r.is_leak and not r.error and r.skipped is None), "clean")]
     return '<div class="tiles">' + "".join(
         f'<div class="tile {kind if count else ""}"><span class="count">{count}</span>{label}</div>'
-        for label, count, kind in tiles if count or label != "under the threshold") + "</div>"
+        for label, count, kind in tiles if count or label not in ("under the threshold", "skipped")) + "</div>"
 
 
 def _status_line(text: str, exit_status: int | None) -> str:
@@ -269,6 +273,7 @@ td.num { text-align: right; font-family: ui-monospace, "DejaVu Sans Mono", monos
   font-weight: 600; color: #fff; vertical-align: 2px; }
 .badge.clean { background: #2e7d32; } .badge.leak { background: #d32f2f; }
 .badge.accepted { background: #f9a825; color: #3e2700; } .badge.error { background: #7f0000; }
+.badge.skipped { background: #9e9e9e; }
 .overview .badge { margin-left: 0; }
 .tolerated { font-size: 12px; color: #8d6e00; margin-left: 2px; }
 .result, .cell.card { background: #fff; border: 1px solid #ddd; border-radius: 8px; padding: 12px 14px; }

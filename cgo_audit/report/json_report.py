@@ -17,7 +17,7 @@ def findings_dict(result: Findings) -> dict[str, Any]:
     """The fields every result has, bench or run."""
     return {
         "verdict": result.verdict,
-        "verdicts": list(result.verdicts.all) if result.error is None else ["error"],
+        "verdicts": [result.verdict] if result.verdict in ("error", "skipped") else list(result.verdicts.all),
         "accepted_by_baseline": result.accepted_by_baseline,
         "within_threshold": result.within_threshold,
         "new_leak": result.is_new_leak,
@@ -33,6 +33,7 @@ def findings_dict(result: Findings) -> dict[str, Any]:
         "growth": {key: growth.as_dict() for key, growth in result.growth.items()},
         "notes": list(result.notes),
         "error": result.error,
+        "skipped": result.skipped,
     }
 
 

@@ -14,7 +14,7 @@ from cgo_audit import analysis
 from cgo_audit.analysis import C_ALLOCS, C_BYTES, FDS, GO_HEAP, GOROUTINES, RSS, Growth
 from cgo_audit.model import AuditReport, BenchResult, Findings
 
-VERDICT_STYLE = {analysis.CLEAN: "green", "error": "bold red"}
+VERDICT_STYLE = {analysis.CLEAN: "green", "error": "bold red", "skipped": "dim"}
 WIDTH = 80
 
 
@@ -53,7 +53,7 @@ def columns(result: Findings) -> list[str]:
 def verdict_text(result: Findings) -> str:
     verdict = result.verdict
     style = VERDICT_STYLE.get(verdict, "bold red" if result.is_new_leak else "yellow")
-    text = ",".join(result.verdicts.all) if result.error is None else "error"
+    text = ",".join(result.verdicts.all) if verdict not in ("error", "skipped") else verdict
     if result.accepted_by_baseline:
         text += " (baseline)"
     elif result.within_threshold:
@@ -107,6 +107,9 @@ def evidence(result: Findings) -> list[str]:
             label = next(m.label for m in analysis.METRICS if m.key == key)
             lines.append(f"{label} grew to a plateau ({human_bytes(metric_growth.total) if key.endswith('bytes') else f'{metric_growth.total:.0f}'} "
                          "in all), then stayed flat: bounded, not a leak.")
+    if result.skipped is not None:
+        said = f' ("{result.skipped}")' if result.skipped else ""
+        lines.append(f"skipped itself{said}: nothing of it ran, so nothing was measured.")
     if result.error:
         lines.append(f"error: {result.error}")
         points = getattr(result, "points", None)
@@ -204,8 +207,17 @@ def render(report: AuditReport, exit_status: int, console: Console | None = None
                     print_wrapped(console, line)
     if not quiet:
         for line in skipped_packages(report):
-            console.print(escape("\n".join(textwrap.wrap(line, width=WIDTH, subsequent_indent="    "))))
-    console.print(summary(report.results, exit_status))
+            console.print(escape("\n".join(textwrap.wrap(line, width=WIDTH, subsequent_indent="    ",
+                                                              break_on_hyphens=False))))
+    print_summary(console, summary(report.results, exit_status))
+
+
+def print_summary(console: Console, line: str) -> None:
+    """The summary line, wrapped at its commas to fit 80 columns."""
+    status, _, rest = line.partition("  ")
+    width = WIDTH - len(Text.from_markup(status).plain) - 2
+    wrapped = textwrap.wrap(rest, width=width, break_on_hyphens=False, break_long_words=False)
+    console.print(status + "  " + escape(("\n" + " " * (WIDTH - width)).join(wrapped)))
 
 
 SKIP_REASONS = {"no-tests": "without tests", "no-benchmarks": "without benchmarks",
@@ -234,6 +246,7 @@ def summary(results: Iterable[Findings], exit_status: int, noun: str = "benchmar
     accepted = [r for r in results if r.is_leak and r.accepted_by_baseline]
     tolerated = [r for r in results if r.is_leak and not r.accepted_by_baseline and r.within_threshold]
     errors = [r for r in results if r.error]
+    skipped = [r for r in results if r.skipped is not None and not r.error]
     status = {0: "[green]ok[/]", 1: "[bold red]FAIL[/]", 2: "[bold red]ERROR[/]"}.get(exit_status, "?")
     parts = [f"{len(results)} {noun}(s)", f"{len(new)} new leak(s)"]
     if accepted:
@@ -242,4 +255,6 @@ def summary(results: Iterable[Findings], exit_status: int, noun: str = "benchmar
         parts.append(f"{len(tolerated)} under the threshold")
     if errors:
         parts.append(f"{len(errors)} could not be audited")
+    if skipped:
+        parts.append(f"{len(skipped)} skipped themselves")
     return f"{status}  cgo-audit: " + ", ".join(parts) + f" (exit {exit_status})"
