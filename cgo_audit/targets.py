@@ -50,11 +50,12 @@ class BenchSettings:
                 "stacks": self.stacks, "jobs": self.jobs}
 
     def build_env(self) -> dict[str, str]:
-        """C compiled with frame pointers, so the stack walk can name C frames too."""
+        """C and C++ compiled with frame pointers, so the stack walk can name
+        their frames too."""
         if self.stacks == "off":
             return {}
-        flags = os.environ.get("CGO_CFLAGS", "-O2 -g")
-        return {"CGO_CFLAGS": f"{flags} -fno-omit-frame-pointer"}
+        return {name: f"{os.environ.get(name, '-O2 -g')} -fno-omit-frame-pointer"
+                for name in ("CGO_CFLAGS", "CGO_CXXFLAGS")}
 
 
 @dataclass

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
-from helpers import CSTRING_PACKAGE, FIXTURES, audit_json, result_named, run_cli
+from helpers import CSTRING_PACKAGE, FIXTURES, audit_json, result_named, run_cli, write_module
 
 BASELINE = FIXTURES / "cgo-audit-baseline.json"
 
@@ -92,3 +93,116 @@ def test_without_the_probe_exit_figures_are_still_exact(tmp_path):
 def test_python_dash_m_and_help_work():
     proc = run_cli("--help")
     assert proc.returncode == 0 and "bench" in proc.stdout
+
+
+CXX_LIBRARY = {
+    "widget.h": """
+        #ifdef __cplusplus
+        extern "C" {
+        #endif
+        void *widget_new(const char *name);
+        void widget_free(void *w);
+        unsigned long widget_heap_bytes(const char *name);
+        #ifdef __cplusplus
+        }
+        #endif
+        """,
+    "widget.cpp": """
+        #include <cstring>
+        #include <string>
+        #include <vector>
+        #include "widget.h"
+
+        struct Widget {
+            std::string name;
+            std::vector<int> data;
+        };
+
+        extern "C" void *widget_new(const char *name) { return new Widget{name, std::vector<int>(8)}; }
+        extern "C" void widget_free(void *w) { delete static_cast<Widget *>(w); }
+
+        // What widget_new puts on the heap for a name too long for the
+        // small-string buffer: the object, the string's copy, the vector.
+        extern "C" unsigned long widget_heap_bytes(const char *name) {
+            return sizeof(Widget) + std::strlen(name) + 1 + 8 * sizeof(int);
+        }
+        """,
+    "widget.go": """
+        package widget
+
+        // #include <stdlib.h>
+        // #include "widget.h"
+        import "C"
+        import "unsafe"
+
+        const Name = "a widget name longer than the small-string buffer"
+
+        func HeapBytes() int {
+            cs := C.CString(Name)
+            defer C.free(unsafe.Pointer(cs))
+            return int(C.widget_heap_bytes(cs))
+        }
+
+        func MakeLeaky() {
+            cs := C.CString(Name)
+            defer C.free(unsafe.Pointer(cs))
+            C.widget_new(cs) // the C++ object is never deleted
+        }
+
+        func MakeFixed() {
+            cs := C.CString(Name)
+            defer C.free(unsafe.Pointer(cs))
+            C.widget_free(C.widget_new(cs))
+        }
+        """,
+    "widget_test.go": """
+        package widget
+
+        import (
+            "os"
+            "strconv"
+            "testing"
+        )
+
+        func TestMain(m *testing.M) {
+            os.WriteFile("heap_bytes.txt", []byte(strconv.Itoa(HeapBytes())), 0o644)
+            os.Exit(m.Run())
+        }
+
+        func BenchmarkLeakyLoop(b *testing.B) {
+            for b.Loop() {
+                MakeLeaky()
+            }
+        }
+
+        func BenchmarkLeakyParallel(b *testing.B) {
+            b.RunParallel(func(pb *testing.PB) {
+                for pb.Next() {
+                    MakeLeaky()
+                }
+            })
+        }
+
+        func BenchmarkFixed(b *testing.B) {
+            for i := 0; i < b.N; i++ {
+                MakeFixed()
+            }
+        }
+        """,
+}
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("clang++") is None, reason="no C++ compiler")
+def test_cxx_objects_never_deleted_leak_their_exact_size_in_loop_and_parallel_benchmarks(tmp_path):
+    module = write_module(tmp_path / "m", CXX_LIBRARY, module="example.com/widget")
+    proc, report = audit_json(tmp_path, "--dir", str(module), "--sizes", "200,400,800,1600")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    per_widget = int((module / "heap_bytes.txt").read_text())   # sizeof and lengths, from the C++ side
+    for name in ("BenchmarkLeakyLoop", "BenchmarkLeakyParallel"):   # b.Loop, and many goroutines
+        leaky = result_named(report, name)
+        assert leaky["verdict"] == "cgo-leak"
+        assert (leaky["c_leak_bytes_per_op"], leaky["c_leak_allocs_per_op"]) == (per_widget, 3.0)
+        [site] = leaky["sites"]
+        assert site["function"] == "example.com/widget.MakeLeaky" and site["file"].endswith("/m/widget.go")
+        assert "widget_new" in site["c_function"] and site["bytes_per_op"] == per_widget
+    assert result_named(report, "BenchmarkFixed")["verdict"] == "clean"
