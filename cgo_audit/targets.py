@@ -13,6 +13,7 @@ from typing import Sequence
 from cgo_audit.errors import AuditError
 from cgo_audit.golayout import LayoutUnavailable, read_layout
 from cgo_audit.gotool import GoBuildError, GoPackage, build_test_binary, link_info, list_tests
+from cgo_audit.modcache import in_module_cache, writable_copy
 from cgo_audit.model import BENCH_LINE, SKIP_LINE, PackageOutcome
 from cgo_audit.probe import is_wrapper, locate_benchmarks, write_overlay, wrapper_name
 
@@ -213,6 +214,13 @@ def prepare_package(package: GoPackage, settings: BenchSettings, workdir: Path
         return [], PackageOutcome(path, "build-failed", package.error)
     if not package.has_tests:
         return [], PackageOutcome(path, "no-tests", "no _test.go files")
+    copied = ""
+    if settings.probe and in_module_cache(package):
+        try:
+            package = writable_copy(package)
+            copied = f", built from a writable copy of the module cache's source at {package.module_dir}"
+        except OSError as exc:
+            copied = f", built from the module cache, where the probe cannot be added ({exc})"
     try:
         binary, kind, names, wrapped, notes = build_package(package, settings, workdir)
     except GoBuildError as exc:
@@ -239,5 +247,5 @@ def prepare_package(package: GoPackage, settings: BenchSettings, workdir: Path
     for target in targets:
         if settings.probe and not target.probed and not any("probe" in n for n in notes):
             target.notes.append("the probe could not wrap this one: figures are taken at exit")
-    detail = f"{len(targets)} {kind}(s)" + ("" if link.dynamic else ", no cgo")
+    detail = f"{len(targets)} {kind}(s)" + ("" if link.dynamic else ", no cgo") + copied
     return targets, PackageOutcome(path, "audited", detail)

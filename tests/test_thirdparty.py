@@ -7,11 +7,8 @@ it these tests skip."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -201,26 +198,6 @@ def test_the_fixture_stays_out_of_the_offline_fixtures_module():
 
 # ---- go-sqlite3's own benchmarks ----------------------------------------------
 
-@pytest.fixture(scope="module")
-def sqlite3_checkout(sqlite3_source) -> Path:
-    """A writable copy of the module, at a fixed path so that Go's build cache
-    keeps SQLite's compiled C between runs (the cache keys on the directory)."""
-    target = cache_dir() / "thirdparty" / f"go-sqlite3@{SQLITE3_VERSION}"
-    if not (target / "go.mod").is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix="go-sqlite3.", dir=target.parent))
-        shutil.copytree(sqlite3_source, staging, dirs_exist_ok=True, copy_function=shutil.copyfile)
-        for root, dirs, files in os.walk(staging):
-            for entry in (*dirs, *files):
-                path = Path(root) / entry
-                path.chmod(path.stat().st_mode | 0o200)
-        try:
-            staging.rename(target)
-        except OSError:  # another run put it there first
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
 OWN_BENCHMARKS = {
     "BenchmarkStmtCache": ("off", "size4_keys1_hit", "size4_keys4_hit", "size4_keys8_evict", "size16_keys8_hit",
                            "size16_keys32_evict"),
@@ -231,9 +208,13 @@ OWN_BENCHMARKS = {
 
 
 @pytest.fixture(scope="module")
-def own_benchmarks_audit(sqlite3_checkout, tmp_path_factory):
-    proc, report = audit_json(tmp_path_factory.mktemp("go-sqlite3"), "--dir", str(sqlite3_checkout),
-                              "--bench", f"^({'|'.join(OWN_BENCHMARKS)})$", "--sizes", "250,500,1000,2000", "./...")
+def own_benchmarks_audit(sqlite3_source, tmp_path_factory):
+    """go-sqlite3 audited as a user would a dependency: by its module path,
+    from a module that requires it (its source is read-only in the module
+    cache, so the audit builds it from a writable copy, with the probe)."""
+    proc, report = audit_json(tmp_path_factory.mktemp("go-sqlite3"), "--dir", str(MISUSE),
+                              "--bench", f"^({'|'.join(OWN_BENCHMARKS)})$", "--sizes", "250,500,1000,2000",
+                              SQLITE3_MODULE)
     return proc, report
 
 
@@ -243,6 +224,17 @@ def test_own_benchmarks_are_audited_one_sub_benchmark_at_a_time(own_benchmarks_a
     expected = {"/".join((top, *([sub] if sub else []))) for top, subs in OWN_BENCHMARKS.items()
                 for sub in (subs or (None,))}
     assert {r["name"] for r in report["results"]} == expected
+
+
+@third_party
+def test_a_dependency_in_the_read_only_module_cache_is_audited_with_the_probe(own_benchmarks_audit, sqlite3_source):
+    _, report = own_benchmarks_audit
+    [package] = report["packages"]
+    assert package["package"] == SQLITE3_MODULE and package["status"] == "audited"
+    assert f"writable copy of the module cache's source at {cache_dir()}" in package["detail"]
+    for result in report["results"]:
+        assert {s["source"] for s in result["samples"]} == {"probe"}, result["name"]
+        assert not any("taken at exit" in note for note in result["notes"]), result["notes"]
 
 
 @third_party
