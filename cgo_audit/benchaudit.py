@@ -149,8 +149,8 @@ def skipped_result(target: BenchTarget, run: RunPoint | None, reason: str, progr
     (run: its own run, not its parent's, that showed it)."""
     progress.finished(target.full_name)
     return BenchResult(package=target.package.import_path, name=target.full_name,
-                       verdicts=analysis.decide({}), growth={}, points=[run] if run else [], notes=list(target.notes),
-                       skipped=reason)
+                       verdicts=analysis.decide({}), growth={}, points=[run] if run else [],
+                       notes=list(target.notes), skipped=reason)
 
 
 def measure_one(target: BenchTarget, settings: BenchSettings, progress: AuditProgress,

@@ -28,7 +28,8 @@ def module_cache_root() -> Path | None:
 
 def in_module_cache(package: GoPackage) -> bool:
     root = module_cache_root()
-    return root is not None and package.module_dir is not None and package.module_dir.resolve().is_relative_to(root)
+    module_dir = package.module_dir
+    return root is not None and module_dir is not None and module_dir.resolve().is_relative_to(root)
 
 
 def writable_copy(package: GoPackage) -> GoPackage:
