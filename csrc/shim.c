@@ -221,7 +221,7 @@ static inline void track_peak(int64_t delta)
 
 /* ---- accounting --------------------------------------------------------- */
 
-static inline void count_alloc(uint64_t size, unsigned tag)
+__attribute__((always_inline)) static inline void count_alloc(uint64_t size, unsigned tag)
 {
     struct cgo_audit_counters *c = LIKELY(tls.counters != NULL) ? tls.counters : acquire_slot();
     bump(&c->allocs, 1);
@@ -237,7 +237,7 @@ static inline void count_alloc(uint64_t size, unsigned tag)
     track_peak((int64_t)size);
 }
 
-static inline void count_free(uint64_t meta)
+__attribute__((always_inline)) static inline void count_free(uint64_t meta)
 {
     struct cgo_audit_counters *c = LIKELY(tls.counters != NULL) ? tls.counters : acquire_slot();
     uint64_t size = pmap_meta_size(meta);
@@ -584,8 +584,9 @@ __attribute__((constructor)) static void shim_constructor(void)
 
 /* The shim's own calls between entry points go to these static versions,
  * never through the PLT: loaded by dlopen (in-process tests), the global
- * malloc would be glibc's. */
-static void *shim_malloc(size_t size, uintptr_t caller)
+ * malloc would be glibc's. shim_malloc is inlined, as the accounting is:
+ * not inlined, the accounting cost 4.0 ns a call instead of 3.2 (cmalloc). */
+__attribute__((always_inline)) static inline void *shim_malloc(size_t size, uintptr_t caller)
 {
     if (UNLIKELY(enter())) {
         return real_malloc ? real_malloc(size) : bootstrap_alloc(size);
@@ -676,7 +677,7 @@ static void *shim_realloc(void *p, size_t size)
             pmap_insert((uintptr_t)p, old_meta);
         }
         record_failure();
-            return NULL;
+        return NULL;
     }
     /* Success, or realloc(p, 0), which glibc answers by freeing p. */
     if (known) {
