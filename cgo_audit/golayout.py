@@ -1,9 +1,14 @@
 """Where the Go runtime keeps what the shim's stack walk needs, read from a
 Go binary's DWARF and symbols: g's TLS slot and the offsets of g.m, m.curg,
-g.sched.bp, g.stack and g.gopc. They differ between Go versions."""
+g.sched.bp, g.stack and g.gopc. They differ between Go versions. A binary
+without DWARF (-ldflags='-s -w') gets the offsets of its Go release from a
+table (go/layouts.json, made by scripts/go_layout_table.py from each
+toolchain's own DWARF), its release read from its build info."""
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,11 +37,18 @@ class GoLayout:
     # block there, and the shim tags those blocks as the runtime's.
     thread_start_lo: int = 0
     thread_start_hi: int = 0
+    # Where the struct offsets came from: "dwarf", or a Go release's table entry.
+    source: str = "dwarf"
 
     def environment_value(self) -> str:
         """The CGO_AUDIT_GO_LAYOUT string the shim parses."""
         return ",".join(f"{name}={getattr(self, name)}" for name in self.__dataclass_fields__
-                        if getattr(self, name) or not name.startswith("thread_start"))
+                        if name != "source" and (getattr(self, name) or not name.startswith("thread_start")))
+
+
+STRUCT_FIELDS = ("g_m", "m_curg", "g_sched_bp", "g_stack_lo", "g_stack_hi", "g_gopc")
+LAYOUT_TABLE = Path(__file__).parent / "go" / "layouts.json"
+BUILDINFO_MAGIC = b"\xff Go buildinf:"
 
 
 class LayoutUnavailable(Exception):
@@ -93,6 +105,50 @@ def _function_range(elf: ELFFile, name: str) -> tuple[int, int]:
     return 0, 0
 
 
+def release_of(version: str) -> str:
+    """"go1.26" for "go1.26.8", "go1.26rc1" or "go1.26.8 X:boringcrypto"."""
+    match = re.match(r"go(\d+)\.(\d+)", version)
+    if match is None:
+        raise LayoutUnavailable(f"has an unknown Go version {version!r}")
+    return f"go{match.group(1)}.{match.group(2)}"
+
+
+def go_version(elf: ELFFile) -> str | None:
+    """The Go version in the build info (kept by -s -w), Go 1.18 and later."""
+    section = elf.get_section_by_name(".go.buildinfo")
+    if section is None:
+        return None
+    data = section.data()
+    if not data.startswith(BUILDINFO_MAGIC) or len(data) < 33 or not data[15] & 2:
+        return None   # before Go 1.18 the version sits behind pointers
+    length, shift, position = 0, 0, 32
+    while position < len(data):
+        byte = data[position]
+        length |= (byte & 0x7F) << shift
+        position += 1
+        if not byte & 0x80:
+            break
+        shift += 7
+    return data[position:position + length].decode(errors="replace")
+
+
+def _from_table(elf: ELFFile, why: str) -> GoLayout:
+    """The layout of a binary without DWARF, from its release's table entry."""
+    version = go_version(elf)
+    if version is None:
+        raise LayoutUnavailable(f"{why}, and no Go version in its build info")
+    release = release_of(version)
+    table = json.loads(LAYOUT_TABLE.read_text())
+    if release not in table:
+        known = ", ".join(table)
+        raise LayoutUnavailable(f"{why}, and {release} is not in the table of known layouts ({known})")
+    tls = next((seg for seg in elf.iter_segments() if seg["p_type"] == "PT_TLS"), None)
+    if tls is None or int(tls["p_memsz"]) != 8:
+        # With C thread-locals beside runtime.tlsg, only the symbol says which slot is g.
+        raise LayoutUnavailable(f"{why}, and its TLS block holds more than g, so g's slot is unknown")
+    return GoLayout(tls_g=-8, source=release, **table[release])
+
+
 def read_layout(binary: Path) -> GoLayout:
     """The layout of binary, or LayoutUnavailable saying why not."""
     try:
@@ -100,10 +156,12 @@ def read_layout(binary: Path) -> GoLayout:
             elf = ELFFile(stream)
             if elf["e_machine"] != "EM_X86_64":
                 raise LayoutUnavailable(f"is for {elf['e_machine']}; the stack walk supports x86-64 only")
+            if not elf.has_dwarf_info() or not isinstance(elf.get_section_by_name(".symtab"), SymbolTableSection):
+                return _from_table(elf, "has no DWARF or symbols (built with -ldflags='-s -w', or stripped)")
             tls_g = _tls_g_offset(elf)
             members = _struct_members(elf)
             thread_start = _function_range(elf, "x_cgo_thread_start")
-    except (ELFError, DWARFError, OSError) as exc:
+    except (ELFError, DWARFError, OSError, ValueError) as exc:
         raise LayoutUnavailable(f"cannot be read: {exc}") from None
     try:
         g, m, gobuf, stack = (members[name] for name in ("runtime.g", "runtime.m", "runtime.gobuf", "runtime.stack"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import struct
 import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
@@ -141,7 +142,7 @@ class Symbolizer:
     def _run(self, module: str, addresses: list[int]) -> list[list[tuple[str, str, int]]]:
         try:
             if self.llvm:
-                return _llvm(self.llvm, module, addresses)
+                return _fill_go_frames(module, addresses, _llvm(self.llvm, module, addresses))
             self._note("llvm-symbolizer not found: inlined frames are not expanded (apt-get install llvm)")
             return _fallback(module, addresses)
         except (OSError, subprocess.SubprocessError) as exc:
@@ -186,6 +187,8 @@ def _fallback(module: str, addresses: list[int]) -> list[list[tuple[str, str, in
     hexes = "".join(f"0x{a:x}\n" for a in addresses)
     if go and _is_go_binary(module):
         command = [go, "tool", "addr2line", module]
+        shift = _addr2line_shift(module)
+        hexes = "".join(f"0x{a - shift:x}\n" for a in addresses)
     else:
         command = ["addr2line", "-f", "-C", "-e", module]
     proc = subprocess.run(command, input=hexes, capture_output=True, text=True, timeout=SYMBOLIZE_TIMEOUT)
@@ -196,6 +199,60 @@ def _fallback(module: str, addresses: list[int]) -> list[list[tuple[str, str, in
         results.append([(function, "" if file.startswith("?") else file, line)])
     results += [[("??", "", 0)]] * (len(addresses) - len(results))
     return results
+
+
+def _fill_go_frames(module: str, addresses: list[int], results: list[list[tuple[str, str, int]]]
+                    ) -> list[list[tuple[str, str, int]]]:
+    """A Go binary built with -ldflags='-s -w' has no Go DWARF or symbols
+    for llvm-symbolizer; Go's own pclntab, which go tool addr2line reads,
+    still names its Go frames (C frames keep what llvm found)."""
+    unnamed = [i for i, frames in enumerate(results) if frames[0][0] == "??"]
+    if not unnamed or not _is_go_binary(module):
+        return results
+    found = _fallback(module, [addresses[i] for i in unnamed])
+    for i, frames in zip(unnamed, found):
+        if frames[0][0] not in ("??", "?"):
+            results[i] = frames
+    return results
+
+
+# Where moduledata keeps text, the Go code's start, counted from its first
+# field (a pointer to the pclntab): 6 slices and 3 pointers (Go 1.16 on).
+_MODULEDATA_TEXT = 8 + 6 * 24 + 3 * 8
+
+
+@lru_cache(maxsize=64)
+def _addr2line_shift(path: str) -> int:
+    """What to subtract from an address before go tool addr2line reads it.
+
+    Without the runtime.text symbol (-ldflags=-s) it takes .text's start for
+    the start of Go code, but an externally linked (cgo) binary has the C
+    code first, so every answer would name a function further on. The true
+    start is in the runtime's moduledata, the only word in the data that
+    points at the pclntab."""
+    try:
+        with open(path, "rb") as stream:
+            elf = ELFFile(stream)
+            if elf.get_section_by_name(".symtab") is not None:
+                return 0   # go tool addr2line finds runtime.text itself
+            text, pclntab = elf.get_section_by_name(".text"), elf.get_section_by_name(".gopclntab")
+            if text is None or pclntab is None:
+                return 0
+            needle = struct.pack("<Q", pclntab["sh_addr"])
+            for section in elf.iter_sections():
+                if section["sh_type"] != "SHT_PROGBITS" or not section["sh_flags"] & 2 or section is pclntab:
+                    continue   # only allocated data can hold moduledata
+                data = section.data()
+                at = data.find(needle)
+                while at != -1:
+                    if at % 8 == 0 and at + _MODULEDATA_TEXT + 8 <= len(data):
+                        (go_text,) = struct.unpack_from("<Q", data, at + _MODULEDATA_TEXT)
+                        if text["sh_addr"] <= go_text < text["sh_addr"] + text["sh_size"]:
+                            return go_text - text["sh_addr"]
+                    at = data.find(needle, at + 1)
+    except (ELFError, OSError, struct.error):
+        pass
+    return 0
 
 
 @lru_cache(maxsize=64)

@@ -236,7 +236,11 @@ def prepare_package(package: GoPackage, settings: BenchSettings, workdir: Path
                      "heap cannot leak from Go code; the other causes are still checked")
     else:
         try:
-            layout = read_layout(binary).environment_value()
+            read = read_layout(binary)
+            layout = read.environment_value()
+            if read.source != "dwarf" and settings.stacks != "off":
+                notes.append(f"the test binary has no DWARF: the runtime's offsets for the stack walk are "
+                             f"{read.source}'s, from cgo-audit's table")
         except LayoutUnavailable as exc:
             if settings.stacks != "off":
                 notes.append(f"Go frames cannot be named: the test binary {exc}; leak sites show C frames only")

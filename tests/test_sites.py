@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 
 import pytest
 
 from cgo_audit.errors import AuditError
+from cgo_audit.golayout import LAYOUT_TABLE, STRUCT_FIELDS, read_layout, release_of
 from cgo_audit.pprofschema import profile_module
 
-from helpers import FIXTURES, audit_json, result_named, source_line
+from helpers import FIXTURES, audit_json, result_named, source_line, write_module
 
 SIZES = ("--sizes", "100,200,400,800")
 
@@ -99,14 +101,100 @@ def test_pprof_profile_shows_the_leaking_go_function(sites_audit):
     assert "causes.RememberInC" in top and "causes.CStringInGoroutine.func1" in top
 
 
-def test_stripped_binary_degrades_to_c_frames_with_one_warning(tmp_path):
+def _installed_release() -> str:
+    version = subprocess.run([shutil.which("go") or "go", "env", "GOVERSION"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+    return release_of(version)
+
+
+def test_layout_table_matches_the_installed_go_runtime(tmp_path):
+    """The table is generated data: for the Go installed here, it must equal
+    what that runtime's own DWARF says."""
+    release = _installed_release()
+    table = json.loads(LAYOUT_TABLE.read_text())
+    if release not in table:
+        pytest.skip(f"{release} is not in the layout table: python scripts/go_layout_table.py {release}.0")
+    module = write_module(tmp_path / "m", {"main.go": LAYOUT_PROGRAM})
+    go = shutil.which("go") or "go"
+    subprocess.run([go, "build", "-o", "full", "."], cwd=module, check=True, capture_output=True)
+    subprocess.run([go, "build", "-ldflags=-s -w", "-o", "stripped", "."], cwd=module, check=True,
+                   capture_output=True)
+    full, stripped = read_layout(module / "full"), read_layout(module / "stripped")
+    assert full.source == "dwarf" and stripped.source == release
+    assert {name: getattr(full, name) for name in STRUCT_FIELDS} == table[release]
+    assert stripped.environment_value().split(",")[:7] == full.environment_value().split(",")[:7]
+
+
+LAYOUT_PROGRAM = """
+package main
+
+// #include <stdlib.h>
+import "C"
+import "unsafe"
+
+func main() { C.free(unsafe.Pointer(C.CString("x"))) }
+"""
+
+
+def test_binary_without_dwarf_still_names_the_go_line(tmp_path):
+    """-ldflags='-s -w' drops DWARF and symbols: the walk's offsets come from
+    the table and the Go frames from the pclntab, which stays."""
+    release = _installed_release()
+    if release not in json.loads(LAYOUT_TABLE.read_text()):
+        pytest.skip(f"{release} is not in the layout table")
     proc, report = audit_json(tmp_path, "--dir", str(FIXTURES), *SIZES, "--bench", "GetValueLeaky",
                               "--go-flags=-ldflags='-s -w'", "./cstring")
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.returncode == 1, proc.stdout + proc.stderr
     leaky = result_named(report, "BenchmarkGetValueLeaky")
-    assert leaky["c_leak_bytes_per_op"] == 26.0  # the counts do not need symbols
-    warnings = [n for n in leaky["notes"] if "Go frames cannot be named" in n]
-    assert len(warnings) == 1 and "\n" not in warnings[0]
+    line = source_line(FIXTURES / "cstring" / "getvalue.go", "C.get_value(C.CString(file), C.CString(key)")
+    assert [(s["function"].rsplit("/", 1)[-1], s["line"], s["call"], s["bytes_per_op"], s["c_function"])
+            for s in leaky["sites"]] == [("cstring.GetValueLeaky", line, 1, 18.0, "C.CString"),
+                                         ("cstring.GetValueLeaky", line, 2, 8.0, "C.CString")]
+    assert any(f"{release}'s, from cgo-audit's table" in note for note in leaky["notes"])
+
+
+THREAD_LOCAL_C = """
+package tls
+
+/*
+#include <stdlib.h>
+#include <string.h>
+static __thread int calls;   // a C thread-local beside Go's g in the TLS block
+static char *keep(const char *s) { calls++; return strdup(s); }
+*/
+import "C"
+import "unsafe"
+
+func Keep(s string) {
+	cs := C.CString(s)
+	C.keep(cs) // the strdup'd copy is never freed
+	C.free(unsafe.Pointer(cs))
+}
+"""
+
+THREAD_LOCAL_BENCH = """
+package tls
+
+import "testing"
+
+func BenchmarkKeep(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		Keep("fifteen bytes!")
+	}
+}
+"""
+
+
+def test_stripped_binary_with_c_thread_locals_degrades_to_c_frames_with_one_warning(tmp_path):
+    """With C thread-locals beside it, only the symbol table says which TLS
+    slot is g: without it the walk is off, and the report says so once."""
+    module = write_module(tmp_path / "m", {"tls.go": THREAD_LOCAL_C, "tls_test.go": THREAD_LOCAL_BENCH})
+    proc, report = audit_json(tmp_path, "--dir", str(module), *SIZES, "--go-flags=-ldflags='-s -w'")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+    keep = result_named(report, "BenchmarkKeep")
+    assert keep["c_leak_bytes_per_op"] == 15.0  # the counts do not need symbols
+    warnings = [n for n in keep["notes"] if "Go frames cannot be named" in n]
+    assert len(warnings) == 1 and "\n" not in warnings[0] and "g's slot is unknown" in warnings[0]
     assert sum("Go frames cannot be named" in line for line in proc.stdout.splitlines()) == 1
 
 
