@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from elftools.common.exceptions import DWARFError, ELFError
@@ -132,8 +132,9 @@ def go_version(elf: ELFFile) -> str | None:
     return data[position:position + length].decode(errors="replace")
 
 
-def _from_table(elf: ELFFile, why: str) -> GoLayout:
-    """The layout of a binary without DWARF, from its release's table entry."""
+def _from_table(elf: ELFFile, why: str, tls_g: int | None) -> GoLayout:
+    """The layout of a binary without Go DWARF, from its release's table
+    entry; tls_g from its symbols when it still has them."""
     version = go_version(elf)
     if version is None:
         raise LayoutUnavailable(f"{why}, and no Go version in its build info")
@@ -142,11 +143,17 @@ def _from_table(elf: ELFFile, why: str) -> GoLayout:
     if release not in table:
         known = ", ".join(table)
         raise LayoutUnavailable(f"{why}, and {release} is not in the table of known layouts ({known})")
+    return GoLayout(tls_g=_lone_g_slot(elf, why) if tls_g is None else tls_g, source=release, **table[release])
+
+
+def _lone_g_slot(elf: ELFFile, why: str) -> int:
+    """g's TLS slot without the runtime.tlsg symbol: alone in the
+    executable's TLS block, g sits just below the thread pointer; with C
+    thread-locals beside it, only the symbol says where."""
     tls = next((seg for seg in elf.iter_segments() if seg["p_type"] == "PT_TLS"), None)
     if tls is None or int(tls["p_memsz"]) != 8:
-        # With C thread-locals beside runtime.tlsg, only the symbol says which slot is g.
         raise LayoutUnavailable(f"{why}, and its TLS block holds more than g, so g's slot is unknown")
-    return GoLayout(tls_g=-8, source=release, **table[release])
+    return -8
 
 
 def read_layout(binary: Path) -> GoLayout:
@@ -156,11 +163,17 @@ def read_layout(binary: Path) -> GoLayout:
             elf = ELFFile(stream)
             if elf["e_machine"] != "EM_X86_64":
                 raise LayoutUnavailable(f"is for {elf['e_machine']}; the stack walk supports x86-64 only")
-            if not elf.has_dwarf_info() or not isinstance(elf.get_section_by_name(".symtab"), SymbolTableSection):
-                return _from_table(elf, "has no DWARF or symbols (built with -ldflags='-s -w', or stripped)")
-            tls_g = _tls_g_offset(elf)
-            members = _struct_members(elf)
+            has_symbols = isinstance(elf.get_section_by_name(".symtab"), SymbolTableSection)
+            tls_g = _tls_g_offset(elf) if has_symbols else None
             thread_start = _function_range(elf, "x_cgo_thread_start")
+            try:
+                members = _struct_members(elf)
+            except LayoutUnavailable as exc:
+                why = str(exc) if has_symbols else "has no DWARF or symbols (built with -ldflags='-s -w')"
+                return replace(_from_table(elf, why, tls_g), thread_start_lo=thread_start[0],
+                               thread_start_hi=thread_start[1])
+            if tls_g is None:
+                tls_g = _lone_g_slot(elf, "has no symbols (stripped)")
     except (ELFError, DWARFError, OSError, ValueError) as exc:
         raise LayoutUnavailable(f"cannot be read: {exc}") from None
     try:

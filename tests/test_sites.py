@@ -117,12 +117,16 @@ def test_layout_table_matches_the_installed_go_runtime(tmp_path):
     module = write_module(tmp_path / "m", {"main.go": LAYOUT_PROGRAM})
     go = shutil.which("go") or "go"
     subprocess.run([go, "build", "-o", "full", "."], cwd=module, check=True, capture_output=True)
-    subprocess.run([go, "build", "-ldflags=-s -w", "-o", "stripped", "."], cwd=module, check=True,
-                   capture_output=True)
-    full, stripped = read_layout(module / "full"), read_layout(module / "stripped")
-    assert full.source == "dwarf" and stripped.source == release
+    for name, flags in (("stripped", "-s -w"), ("no-dwarf", "-w")):
+        subprocess.run([go, "build", f"-ldflags={flags}", "-o", name, "."], cwd=module, check=True,
+                       capture_output=True)
+    full, stripped, no_dwarf = (read_layout(module / name) for name in ("full", "stripped", "no-dwarf"))
+    assert full.source == "dwarf" and stripped.source == no_dwarf.source == release
     assert {name: getattr(full, name) for name in STRUCT_FIELDS} == table[release]
+    # tls_g too: g alone in the TLS block is where its symbol says.
     assert stripped.environment_value().split(",")[:7] == full.environment_value().split(",")[:7]
+    # With symbols but no DWARF, the runtime's thread-start code is still found.
+    assert no_dwarf.environment_value() == full.environment_value()
 
 
 LAYOUT_PROGRAM = """
