@@ -184,13 +184,13 @@ def _llvm(tool: str, module: str, addresses: list[int]) -> list[list[tuple[str, 
 
 def _fallback(module: str, addresses: list[int]) -> list[list[tuple[str, str, int]]]:
     go = shutil.which(os.environ.get("GO", "go"))
-    hexes = "".join(f"0x{a:x}\n" for a in addresses)
+    shift = 0
     if go and _is_go_binary(module):
         command = [go, "tool", "addr2line", module]
         shift = _addr2line_shift(module)
-        hexes = "".join(f"0x{a - shift:x}\n" for a in addresses)
     else:
         command = ["addr2line", "-f", "-C", "-e", module]
+    hexes = "".join(f"0x{a - shift:x}\n" for a in addresses)
     proc = subprocess.run(command, input=hexes, capture_output=True, text=True, timeout=SYMBOLIZE_TIMEOUT)
     lines = proc.stdout.splitlines()
     results = []
