@@ -165,16 +165,17 @@ def _chosen(names: Sequence[str], settings: BenchSettings) -> tuple[str, list[st
 
 
 def _probed_build(package: GoPackage, settings: BenchSettings, workdir: Path, names: Sequence[str]
-                  ) -> tuple[Path, set[str]] | None:
-    """A binary with the probe wrapping names, or None if it does not build."""
+                  ) -> tuple[Path, set[str]] | str:
+    """A binary with the probe wrapping names, or why there is none (Go's
+    first error when the probed build fails)."""
     safe = _safe(package.import_path)
     overlay = write_overlay(package, names, workdir / f"{safe}.probe")
     if overlay is None:
-        return None
+        return "no benchmark or test could be located in the package's _test.go files"
     try:
         binary = _build(package, settings, workdir / f"{safe}.test", overlay)
-    except GoBuildError:
-        return None
+    except GoBuildError as exc:
+        return str(exc)
     listed = set(list_tests(binary, package.dir, "^(Benchmark|Test)_cgoaudit_"))
     return binary, {n for n in names if wrapper_name(n) in listed}
 
@@ -191,7 +192,7 @@ def build_package(package: GoPackage, settings: BenchSettings, workdir: Path
     if settings.probe:
         located = list(locate_benchmarks(package))
         built = _probed_build(package, settings, workdir, located) if located else None
-        if built is not None:
+        if isinstance(built, tuple):
             binary, wrapped = built
             kind, names = _chosen(_listed(binary, package, BENCHMARK) + _listed(binary, package, TEST), settings)
             return binary, kind, names, wrapped, []
@@ -200,9 +201,9 @@ def build_package(package: GoPackage, settings: BenchSettings, workdir: Path
     kind, names = _chosen(existing, settings)
     if settings.probe and names:
         built = _probed_build(package, settings, workdir, existing)
-        if built is not None:
+        if isinstance(built, tuple):
             return built[0], kind, names, built[1], []
-        return plain, kind, names, set(), ["the probe did not build, so figures are taken at exit"]
+        return plain, kind, names, set(), [f"the probe did not build ({built}), so figures are taken at exit"]
     return plain, kind, names, set(), []
 
 

@@ -42,10 +42,11 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
         assert needle in lines[0], lines[0]
 
 
-def write_module(root: Path, files: Mapping[str, str], module: str = "example.com/m") -> Path:
-    """A throwaway Go module: {relative path: source}."""
+def write_module(root: Path, files: Mapping[str, str], module: str = "example.com/m",
+                 go_version: str = "1.22") -> Path:
+    """A throwaway Go module: {relative path: source}, its go.mod declaring go_version."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "go.mod").write_text(f"module {module}\n\ngo 1.22\n")
+    (root / "go.mod").write_text(f"module {module}\n\ngo {go_version}\n")
     for name, text in files.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)

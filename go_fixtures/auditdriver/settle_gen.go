@@ -69,7 +69,7 @@ func driverDrain(deadline cgoAuditTime.Time) {
 	}
 	done := make(chan struct{})
 	sentinel := &struct{ _ [16]byte }{}
-	cgoAuditRuntime.SetFinalizer(sentinel, func(any) { close(done) })
+	cgoAuditRuntime.SetFinalizer(sentinel, func(interface{}) { close(done) })
 	sentinel = nil
 	cgoAuditRuntime.GC()
 	select {
