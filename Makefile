@@ -26,6 +26,7 @@ shim: $(VENV)/.installed
 	$(PY) -m cgo_audit build-shim --output build/libcgoaudit.so
 
 fixtures:
+	cd goaudit && go vet ./... && go build ./...
 	cd go_fixtures && go vet ./... && go build ./...
 
 audit: $(VENV)/.installed

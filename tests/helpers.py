@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "go_fixtures"
+GO_HELPERS = REPO / "goaudit"   # the Go module users import: auditdriver, leakcheck
 CSTRING_PACKAGE = "github.com/cgo-audit/cgo-audit/go_fixtures/cstring"
 
 

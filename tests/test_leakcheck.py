@@ -1,5 +1,5 @@
-"""leakcheck.VerifyNone (go_fixtures/leakcheck), the Go-side check: `go test`
-on its example tests under the real shim, and without it."""
+"""leakcheck.VerifyNone (goaudit/leakcheck), the Go-side check: `go test`
+on its example tests (go_fixtures/verifynone) under the real shim, and without it."""
 
 from __future__ import annotations
 
@@ -14,16 +14,16 @@ from cgo_audit.gotool import go_executable
 from cgo_audit.probe import render_settle
 from cgo_audit.runner import ShimSession
 
-from helpers import FIXTURES, REPO
+from helpers import FIXTURES, GO_HELPERS, REPO
 
-LEAKCHECK = FIXTURES / "leakcheck"
+LEAKCHECK = GO_HELPERS / "leakcheck"
 NOT_UNDER_SHIM = ("leakcheck: not running under the cgo-audit shim; "
                   "run with LD_PRELOAD=$(cgo-audit build-shim)")
 LEAKY_TEST, FIXED_TEST = "TestGetValueLeakyLeavesCHeap", "TestGetValueFixedLeavesNoCHeap"
 
 
 def go_test(run: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([go_executable(), "test", "-count=1", "-v", "-run", f"^{run}$", "./leakcheck"],
+    return subprocess.run([go_executable(), "test", "-count=1", "-v", "-run", f"^{run}$", "./verifynone"],
                           cwd=FIXTURES, env=dict(env), capture_output=True, text=True, timeout=600)
 
 
@@ -71,8 +71,8 @@ def test_the_failing_example_stays_out_of_plain_runs(shim_env):
 
 def test_copied_sources_match_their_originals():
     # leakcheck carries its own copies so that a module importing it needs
-    # nothing outside go_fixtures.
+    # nothing outside the goaudit module.
     assert (LEAKCHECK / "cgo_audit_region.h").read_text() == (REPO / "csrc" / "cgo_audit_region.h").read_text(), \
-        "copy csrc/cgo_audit_region.h to go_fixtures/leakcheck/"
+        "copy csrc/cgo_audit_region.h to goaudit/leakcheck/"
     assert (LEAKCHECK / "settle_gen.go").read_text() == render_settle("leakcheck", "leakCheck"), \
-        "regenerate go_fixtures/leakcheck/settle_gen.go (cgo_audit.probe.render_settle)"
+        "regenerate goaudit/leakcheck/settle_gen.go (cgo_audit.probe.render_settle)"

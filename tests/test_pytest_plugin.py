@@ -15,7 +15,7 @@ import pytest
 from cgo_audit.gotool import go_executable
 from cgo_audit.pytest_plugin import format_size, parse_size
 
-from helpers import FIXTURES, write_module
+from helpers import FIXTURES, GO_HELPERS, write_module
 
 pytest_plugins = ["pytester"]
 
@@ -278,7 +278,7 @@ CRASHING_DRIVER = {
         import (
             "encoding/json"
 
-            "github.com/cgo-audit/cgo-audit/go_fixtures/auditdriver"
+            "github.com/cgo-audit/cgo-audit/goaudit/auditdriver"
         )
 
         func main() {
@@ -301,8 +301,8 @@ def test_a_crash_is_shrunk_too(run_user_tests, pytester):
     # the crash to its smallest input like any other failure.
     module = write_module(pytester.path / "crashdriver", CRASHING_DRIVER, module="example.com/crashdriver")
     with (module / "go.mod").open("a") as go_mod:
-        go_mod.write(f"\nrequire github.com/cgo-audit/cgo-audit/go_fixtures v0.0.0\n"
-                     f"replace github.com/cgo-audit/cgo-audit/go_fixtures => {FIXTURES}\n")
+        go_mod.write(f"\nrequire github.com/cgo-audit/cgo-audit/goaudit v0.0.0\n"
+                     f"replace github.com/cgo-audit/cgo-audit/goaudit => {GO_HELPERS}\n")
     result = run_user_tests('''
         from hypothesis import given, settings, strategies as st
 

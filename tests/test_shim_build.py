@@ -10,7 +10,7 @@ from cgo_audit.gotool import link_info
 from cgo_audit.probe import render_settle
 from cgo_audit.shimbuild import compile_shim
 
-from helpers import FIXTURES, REPO
+from helpers import FIXTURES, GO_HELPERS, REPO
 
 
 def test_shim_builds_without_warnings(tmp_path):
@@ -46,5 +46,5 @@ def test_c_and_cffi_agree_on_the_region_layout(tmp_path):
 
 
 def test_driver_settle_code_is_generated_from_the_probe_template():
-    generated = (FIXTURES / "auditdriver" / "settle_gen.go").read_text()
-    assert generated == render_settle("auditdriver", "driver"), "regenerate go_fixtures/auditdriver/settle_gen.go"
+    generated = (GO_HELPERS / "auditdriver" / "settle_gen.go").read_text()
+    assert generated == render_settle("auditdriver", "driver"), "regenerate goaudit/auditdriver/settle_gen.go"

@@ -3,7 +3,7 @@
 package main
 
 import (
-	"github.com/cgo-audit/cgo-audit/go_fixtures/auditdriver"
+	"github.com/cgo-audit/cgo-audit/goaudit/auditdriver"
 	"github.com/cgo-audit/cgo-audit/go_fixtures/cstring"
 )
 

@@ -36,7 +36,7 @@ import (
 	"os"
 	"sync"
 
-	"github.com/cgo-audit/cgo-audit/go_fixtures/auditdriver"
+	"github.com/cgo-audit/cgo-audit/goaudit/auditdriver"
 )
 
 type args struct {

@@ -1,11 +1,11 @@
-package leakcheck_test
+package verifynone_test
 
 import (
 	"os"
 	"testing"
 
 	"github.com/cgo-audit/cgo-audit/go_fixtures/cstring"
-	"github.com/cgo-audit/cgo-audit/go_fixtures/leakcheck"
+	"github.com/cgo-audit/cgo-audit/goaudit/leakcheck"
 )
 
 const (
