@@ -8,12 +8,15 @@ numbers, so it can be tested on numbers."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from typing import Mapping, Sequence
 
 LINEAR, PLATEAU, FLAT, NOISY, GROWING, INSUFFICIENT = (
     "linear", "plateau", "flat", "noisy", "growing", "insufficient")
+# Grew, then stopped at one of the process's limits (open files, threads,
+# memory): exhausted, not bounded. A leak.
+AT_LIMIT = "at-limit"
 UNDECIDED = (NOISY, GROWING, INSUFFICIENT)
 
 
@@ -51,7 +54,10 @@ RSS = Metric("rss_bytes", "RSS", "B", 4 * 1024 * 1024)
 # heap that grew and was collected shows in the memory Go has mapped.
 C_PEAK = Metric("c_peak_bytes", "C heap peak", "B", 4 * 1024 * 1024)
 GO_MAPPED = Metric("go_mapped_bytes", "memory mapped by Go", "B", 4 * 1024 * 1024)
+# Threads are fitted for run and watch only (a benchmark's thread count is the runtime's business).
+THREADS = Metric("threads", "threads", "threads", 3, tail_share=0.8, counted=True)
 METRICS = (C_BYTES, C_ALLOCS, GO_HEAP, GOROUTINES, FDS, RSS, C_PEAK, GO_MAPPED)
+METRIC_BY_KEY = {metric.key: metric for metric in (*METRICS, THREADS)}
 
 
 @dataclass(frozen=True)
@@ -65,10 +71,23 @@ class Growth:
     total: float                  # growth from the smallest run to the largest
     r2: float
     segment_per_op: tuple[float, ...]   # slope between consecutive run sizes
+    # With shape AT_LIMIT: which limit (its words and value) and where along
+    # the x axis (ops, requests or seconds) the metric first reached it.
+    limit_name: str | None = None
+    limit_value: float | None = None
+    limit_reached_at: float | None = None
+    limit_reached_s: float | None = None    # the same moment in seconds, where the x axis is not time
 
     @property
     def leaking(self) -> bool:
-        return self.shape == LINEAR
+        return self.shape in (LINEAR, AT_LIMIT)
+
+    @property
+    def unsettled(self) -> bool:
+        """A shape more evidence might still turn into a leak: still growing
+        without a clean slope, too few points, or noise that rose overall."""
+        return self.shape in (GROWING, INSUFFICIENT) or (
+            self.shape == NOISY and self.fitted_per_op > 0 and self.total > 0)
 
     def as_dict(self) -> dict[str, object]:
         fields = asdict(self)
@@ -133,6 +152,50 @@ def classify(metric: Metric, xs: Sequence[float], ys: Sequence[float]) -> Growth
     return Growth(metric.key, GROWING, slope, slope, total, r2, segments)
 
 
+@dataclass(frozen=True)
+class Limit:
+    """A ceiling the process cannot grow a metric past."""
+
+    value: float
+    name: str          # "the open-file limit (RLIMIT_NOFILE)"
+
+
+def limit_margin(metric: Metric, limit: Limit) -> float:
+    """How close to a limit counts as having reached it: the metric's noise
+    floor (a server at EMFILE still closes and reopens a few fds), or 2% of
+    a large limit (memory is measured in pages, and the kernel reclaims some)."""
+    return max(metric.floor, 0.02 * limit.value)
+
+
+def reached_limit(metric: Metric, growth: Growth, xs: Sequence[float], values: Sequence[float],
+                  limited: Sequence[tuple[Sequence[float], Sequence[Limit]]]) -> Growth:
+    """growth, turned AT_LIMIT when the metric (values, one per x) rose by
+    at least its leak minimum and a limited quantity (its own count, or the
+    process's memory for a memory metric: one series per x, with the limits
+    on it) reached a limit: a plateau there is exhaustion, not a bound. Its
+    per-op figure is then the rate it grew at before it got there. A linear
+    growth keeps its shape and figure, and only learns where it ended."""
+    if not xs or growth.shape == FLAT:
+        return growth
+    for series, limits in limited:
+        for limit in sorted(limits, key=lambda lim: lim.value):
+            margin = limit_margin(metric, limit) if series is values else 0.02 * limit.value
+            first = next((i for i, y in enumerate(series) if y >= limit.value - margin), None)
+            if first is None or first == 0 or values[first] - values[0] < metric.leak_minimum:
+                continue
+            before = max(first - 1, 1)   # the last point still below it, unless that is the start
+            span = xs[before] - xs[0]
+            rate = (values[before] - values[0]) / span if span > 0 else 0.0
+            if rate <= 0:
+                continue
+            if growth.shape == LINEAR:
+                return replace(growth, limit_name=limit.name, limit_value=limit.value, limit_reached_at=xs[first])
+            return Growth(growth.metric, AT_LIMIT, rate, growth.fitted_per_op, growth.total, growth.r2,
+                          growth.segment_per_op, limit_name=limit.name, limit_value=limit.value,
+                          limit_reached_at=xs[first])
+    return growth
+
+
 def rss_explained(growth: Mapping[str, Growth]) -> bool:
     """RSS growth that the C heap's peak or Go's mapped memory accounts for
     (at least half of it) is memory in use and given back late, not lost."""
@@ -148,8 +211,16 @@ FD_LEAK = "fd-leak"
 GOROUTINE_LEAK = "goroutine-leak"
 GO_HEAP_LEAK = "go-heap-leak"
 RSS_UNEXPLAINED = "rss-growth-unexplained"
+THREAD_LEAK = "thread-leak"
 CLEAN = "clean"
-VERDICT_ORDER = (CGO_LEAK, FD_LEAK, GOROUTINE_LEAK, GO_HEAP_LEAK, RSS_UNEXPLAINED)
+LEAK_VERDICTS = (CGO_LEAK, FD_LEAK, GOROUTINE_LEAK, GO_HEAP_LEAK, THREAD_LEAK, RSS_UNEXPLAINED)
+VERDICT_ORDER = LEAK_VERDICTS
+# No leak was found, but the audit cannot say `clean` either: each its own
+# word, and the audit exits 2 (incomplete). In the order the main one is chosen.
+INCONCLUSIVE = "inconclusive"              # too few samples, or the target died before they settled
+UNDECIDED_VERDICT = "undecided"            # a shape still unsettled after the largest runs
+C_HEAP_NOT_MEASURED = "c-heap-not-measured"  # the shim could not read the C heap
+INCOMPLETE_VERDICTS = (INCONCLUSIVE, UNDECIDED_VERDICT, C_HEAP_NOT_MEASURED)
 
 
 @dataclass(frozen=True)
@@ -157,10 +228,24 @@ class Verdicts:
     main: str
     all: tuple[str, ...]
     undecided: tuple[str, ...]    # metrics whose shape more runs might settle
+    why_incomplete: tuple[str, ...] = ()   # a sentence per incomplete verdict in all
+
+    @property
+    def is_leak(self) -> bool:
+        return self.main in LEAK_VERDICTS
+
+    @property
+    def is_incomplete(self) -> bool:
+        return self.main in INCOMPLETE_VERDICTS
 
 
-def decide(growth: Mapping[str, Growth]) -> Verdicts:
-    """Verdicts from the growth of each metric (keyed by Metric.key)."""
+def decide(growth: Mapping[str, Growth], *, c_heap_measured: bool = True,
+           too_little: str | None = None) -> Verdicts:
+    """Verdicts from the growth of each metric (keyed by Metric.key).
+
+    A leak is named whenever a metric shows one. Otherwise the result is
+    `clean` only when the C heap was measured, there was enough evidence
+    (too_little says why not) and no shape is still unsettled."""
     def leaking(key: str) -> bool:
         return key in growth and growth[key].leaking
 
@@ -175,7 +260,23 @@ def decide(growth: Mapping[str, Growth]) -> Verdicts:
         found.append(GO_HEAP_LEAK)
     if leaking(RSS.key) and not found and not rss_explained(growth):
         found.append(RSS_UNEXPLAINED)
+    if leaking(THREADS.key):
+        found.append(THREAD_LEAK)
     ordered = tuple(v for v in VERDICT_ORDER if v in found)
     undecided = tuple(key for key, g in growth.items()
                       if g.shape in UNDECIDED and key not in (RSS.key, C_PEAK.key, GO_MAPPED.key))
-    return Verdicts(main=ordered[0] if ordered else CLEAN, all=ordered or (CLEAN,), undecided=undecided)
+    incomplete: list[tuple[str, str]] = []
+    # A leak that shows is a leak however little else is known; without one,
+    # too little evidence or an unsettled shape is said, not called clean.
+    if too_little and not ordered:
+        incomplete.append((INCONCLUSIVE, too_little))
+    unsettled = [key for key in undecided if growth[key].unsettled]
+    if unsettled and not too_little and not ordered:
+        labels = ", ".join(METRIC_BY_KEY[key].label for key in unsettled)
+        incomplete.append((UNDECIDED_VERDICT, f"still undecided after the largest runs: {labels} "
+                           "neither settled nor grew steadily"))
+    if not c_heap_measured:
+        incomplete.append((C_HEAP_NOT_MEASURED, "the C heap was not measured, so a C leak cannot be ruled out"))
+    words = ordered + tuple(word for word, _ in incomplete)
+    return Verdicts(main=words[0] if words else CLEAN, all=words or (CLEAN,), undecided=undecided,
+                    why_incomplete=tuple(why for _, why in incomplete))

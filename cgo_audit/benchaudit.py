@@ -224,6 +224,7 @@ def measure_one(target: BenchTarget, settings: BenchSettings, progress: AuditPro
         extensions += 1
     if verdicts.undecided:
         notes.append("undecided after the largest runs: " + ", ".join(verdicts.undecided))
+    notes.extend(verdicts.why_incomplete)
     result = BenchResult(package=target.package.import_path, name=target.full_name, verdicts=verdicts,
                          growth=growth, points=points, notes=notes)
     if settings.stacks != "off" and analysis.CGO_LEAK in verdicts.all:

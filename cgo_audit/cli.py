@@ -28,10 +28,11 @@ EXIT_CLEAN, EXIT_LEAK, EXIT_ERROR = 0, 1, 2
 
 def exit_status(results: Sequence[object]) -> int:
     """1 when a leak is neither accepted by the baseline nor under the
-    threshold, else 2 when a benchmark could not be audited, else 0."""
+    threshold, else 2 when a benchmark could not be audited or its audit is
+    incomplete (inconclusive, undecided, C heap not measured), else 0."""
     if any(r.is_new_leak for r in results):  # type: ignore[attr-defined]
         return EXIT_LEAK
-    if any(r.error for r in results):  # type: ignore[attr-defined]
+    if any(r.error or r.is_incomplete for r in results):  # type: ignore[attr-defined]
         return EXIT_ERROR
     return EXIT_CLEAN
 
@@ -194,7 +195,7 @@ def report_program(result: Any, command: str, args: argparse.Namespace, console:
     from cgo_audit.report.json_report import write_program_json
     from cgo_audit.report.terminal import render_program
 
-    status = EXIT_LEAK if result.is_leak else EXIT_CLEAN
+    status = exit_status([result])
     render_program(result, status, console, command=command)
     if args.json:
         write_program_json(result, status, args.json)

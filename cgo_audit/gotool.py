@@ -165,6 +165,18 @@ class LinkInfo:
     needs_libc: bool
 
 
+def has_c_code(path: Path) -> bool:
+    """Whether a binary links C code through cgo: runtime/cgo's names stay
+    in it (its symbols, or the Go file names in the pclntab), stripped or not."""
+    import mmap
+
+    try:
+        with open(path, "rb") as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return data.find(b"x_cgo_init") >= 0 or data.find(b"runtime/cgo") >= 0
+    except (OSError, ValueError):
+        return False
+
+
 def link_info(path: Path) -> LinkInfo:
     try:
         with open(path, "rb") as stream:

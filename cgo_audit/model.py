@@ -170,6 +170,9 @@ class Findings:
     sites: list[Site] = field(default_factory=list)
     runtime_c_bytes_per_op: float = 0.0   # the runtime's own C allocations, left out of sites
     sample_period_bytes: int = 0          # > 0: sites are estimates from sampled stacks
+    # Metrics that apply to this target but were not measured (their keys):
+    # reported as not measured, never as flat.
+    unmeasured: tuple[str, ...] = ()
     symbolizer: Symbolizer | None = field(default=None, repr=False)  # frames of every stack measured
 
     @property
@@ -179,13 +182,22 @@ class Findings:
         return "skipped" if self.skipped is not None else self.verdicts.main
 
     def per_op(self, key: str) -> float:
-        """Growth per op of a metric (0 when it was not measured)."""
+        """Growth per op of a metric (0 when it did not apply or was not fitted)."""
         growth = self.growth.get(key)
         return growth.per_op if growth else 0.0
 
+    def measured_per_op(self, key: str) -> float | None:
+        """Growth per op of a metric, None when it applies but was not measured."""
+        return None if key in self.unmeasured and key not in self.growth else self.per_op(key)
+
     @property
     def is_leak(self) -> bool:
-        return self.error is None and self.skipped is None and self.verdicts.main != "clean"
+        return self.error is None and self.skipped is None and self.verdicts.is_leak
+
+    @property
+    def is_incomplete(self) -> bool:
+        """No leak found, but not enough evidence to say clean (exit 2)."""
+        return self.error is None and self.skipped is None and self.verdicts.is_incomplete
 
     @property
     def is_new_leak(self) -> bool:

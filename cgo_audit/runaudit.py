@@ -9,20 +9,22 @@ import os
 import shutil
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from cgo_audit import analysis
+from cgo_audit import limits as proclimits
 from cgo_audit.errors import AuditError
 from cgo_audit.goendpoint import EndpointPoller
 from cgo_audit.golayout import LayoutUnavailable, read_layout
-from cgo_audit.gotool import link_info
+from cgo_audit.gotool import has_c_code, link_info
 from cgo_audit.load import HttpLoad
 from cgo_audit.model import Findings
 from cgo_audit.region import CHeap
 from cgo_audit.runner import RunRecord, ShimSession, run_target
 from cgo_audit.sampler import ProcessSample
+from cgo_audit.series import DEFAULT_CAPACITY, BoundedSeries
 from cgo_audit.shimbuild import build_shim
 from cgo_audit.sites import RunStacks, sites_over_window, stack_deltas
 from cgo_audit.symbolize import Symbolizer
@@ -48,6 +50,7 @@ class RunSettings:
     # allocates, and a sampled capture costs well under a microsecond.
     sample_bytes: int = 16 * 1024
     warmup_s: float = 0.0                    # samples before this are not part of the trend
+    max_samples: int = DEFAULT_CAPACITY      # kept samples; older ones are thinned evenly beyond it
 
 
 @dataclass
@@ -67,6 +70,7 @@ class ProgramSample:
     go_heap_bytes: int | None
     go_stamp: float | None = None  # requests or seconds when the Go side was read (it lags)
     incarnation: int = 0           # which start of the program (restarts after an OOM kill)
+    vms_bytes: int | None = None   # virtual size (RLIMIT_AS limits it)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -83,6 +87,7 @@ class ProgramResult(Findings):
     record: RunRecord | None = field(default=None, repr=False)   # the start the verdict comes from
     missing: list[str] = field(default_factory=list)   # figures not measured, and why
     ends: list[str] = field(default_factory=list)       # how each start of the program ended
+    samples_seen: int = 0          # samples taken in all (samples keeps a bounded, evenly thinned part)
 
     @property
     def name(self) -> str:
@@ -109,13 +114,43 @@ def checkpoint_indices(xs: Sequence[float]) -> list[int]:
     return [0, *sorted(chosen)]
 
 
-def analyse_series(samples: Sequence[ProgramSample], per: str
+# Threads are fitted for programs (a limit on them is a leak's end).
+PROGRAM_METRICS = (*analysis.METRICS, analysis.THREADS)
+MEMORY_METRICS = (analysis.C_BYTES.key, analysis.C_ALLOCS.key, analysis.GO_HEAP.key, analysis.RSS.key)
+# The least evidence a verdict rests on: the classifier tells a steady slope
+# from a plateau by comparing the tail's slope with the whole fit, which
+# takes three points after the base (two points always fit a line). With
+# the checkpoints at doubling fractions of the span, four samples are the
+# fewest that give the base and three distinct checkpoints.
+MIN_SAMPLES = 4
+
+
+def _limited_series(metric: analysis.Metric, have: Sequence[ProgramSample],
+                    limits: Mapping[str, Sequence[analysis.Limit]]
+                    ) -> list[tuple[list[float], Sequence[analysis.Limit]]]:
+    """The quantities limits apply to, for one metric: its own count (fds,
+    threads), or the process's resident and virtual memory."""
+    found: list[tuple[list[float], Sequence[analysis.Limit]]] = []
+    if metric.key in (analysis.FDS.key, analysis.THREADS.key):
+        key = proclimits.FDS if metric.key == analysis.FDS.key else proclimits.THREADS
+        found.append(([float(getattr(s, metric.key)) for s in have], limits.get(key, ())))
+    elif metric.key in MEMORY_METRICS:
+        found.append(([float(s.rss_bytes) for s in have], limits.get(proclimits.RESIDENT, ())))
+        found.append(([float(s.vms_bytes or 0) for s in have], limits.get(proclimits.VIRTUAL, ())))
+    return found
+
+
+def analyse_series(samples: Sequence[ProgramSample], per: str,
+                   limits: Mapping[str, Sequence[analysis.Limit]] | None = None, *,
+                   c_heap_measured: bool = True, cut_short: str | None = None
                    ) -> tuple[dict[str, analysis.Growth], analysis.Verdicts]:
     """Growth per op (request or second) of each metric, from checkpoints
     over the samples that have it (the pprof endpoint answers a little after
-    the program starts)."""
+    the program starts); a metric that stopped at one of the limits is
+    exhausted. Too few samples, or a program cut short (cut_short says how),
+    make the result inconclusive unless a leak shows anyway."""
     growth = {}
-    for metric in analysis.METRICS:
+    for metric in PROGRAM_METRICS:
         have = [s for s in samples if getattr(s, metric.key, None) is not None]
         if metric.key in GO_SIDE:
             have = [s for s in have if s.go_stamp is not None]
@@ -123,12 +158,30 @@ def analyse_series(samples: Sequence[ProgramSample], per: str
         else:
             xs = [float(s.ops or 0) if per == "request" else s.time_s for s in have]
         picks = checkpoint_indices(xs)
-        if len(picks) < 4:
+        if len(picks) < MIN_SAMPLES:
             continue
         base_x, base_y = xs[picks[0]], getattr(have[picks[0]], metric.key)
-        growth[metric.key] = analysis.classify(metric, [xs[i] - base_x for i in picks[1:]],
-                                               [getattr(have[i], metric.key) - base_y for i in picks[1:]])
-    return growth, analysis.decide(growth)
+        found = analysis.classify(metric, [xs[i] - base_x for i in picks[1:]],
+                                  [getattr(have[i], metric.key) - base_y for i in picks[1:]])
+        if limits:
+            found = analysis.reached_limit(metric, found, [x - base_x for x in xs],
+                                           [float(getattr(s, metric.key) - base_y) for s in have],
+                                           _limited_series(metric, have, limits))
+            if found.limit_reached_at is not None:
+                index = next(i for i, x in enumerate(xs) if x - base_x >= found.limit_reached_at)
+                found = replace(found, limit_reached_s=have[index].time_s - have[0].time_s)
+        growth[metric.key] = found
+    main = analysis.C_BYTES.key if c_heap_measured else analysis.RSS.key
+    too_little = cut_short
+    if main not in growth:
+        usable = [s for s in samples if getattr(s, main, None) is not None]
+        span = usable[-1].time_s - usable[0].time_s if usable else 0.0
+        too_little = (f"only {len(usable)} usable sample(s) over {span:.0f}s: a verdict needs at least "
+                      f"{MIN_SAMPLES} (a base and three checkpoints, to tell a steady slope from a plateau); "
+                      "run longer (--duration) or sample more often (--interval)")
+        if cut_short:
+            too_little = f"{cut_short}; {too_little}"
+    return growth, analysis.decide(growth, c_heap_measured=c_heap_measured, too_little=too_little)
 
 
 Progress = Callable[[ProgramSample], None]
@@ -143,9 +196,12 @@ def audit_program(settings: RunSettings, progress: Progress = lambda _: None) ->
     missing: list[str] = []
     env: dict[str, str] = {}
     link = link_info(program)
+    c_heap_applies = True
     if link.is_elf and not link.dynamic:
-        missing.append(f"C heap: {program.name} is statically linked, so LD_PRELOAD cannot reach it "
-                       "(a Go binary without cgo: its C heap cannot leak from Go code)")
+        c_heap_applies = has_c_code(program)
+        missing.append(f"C heap: {program.name} is statically linked, so LD_PRELOAD cannot reach it"
+                       + ("; it has C code (cgo), so its C heap was not measured" if c_heap_applies else
+                          " (a Go binary without cgo: its C heap cannot leak from Go code)"))
     if settings.stacks != "off":
         env.update(CGO_AUDIT_STACKS=settings.stacks, CGO_AUDIT_SAMPLE_BYTES=str(settings.sample_bytes))
     if link.is_elf and link.dynamic:
@@ -157,7 +213,7 @@ def audit_program(settings: RunSettings, progress: Progress = lambda _: None) ->
         missing.append("goroutines and Go heap: no --pprof URL (serve net/http/pprof and pass its address)")
     load = HttpLoad(settings.load_urls, settings.load_concurrency) if settings.load_urls else None
     per = "request" if load else "second"
-    samples: list[ProgramSample] = []
+    samples: BoundedSeries[ProgramSample] = BoundedSeries(settings.max_samples)
     starts: list[tuple[RunRecord, dict[str, object]]] = []   # each start, with its early stacks
     lock = threading.Lock()
 
@@ -198,11 +254,11 @@ def audit_program(settings: RunSettings, progress: Progress = lambda _: None) ->
         missing.append("C heap: the shim never started in the program (LD_PRELOAD not honoured)")
     if poller is not None and not any(s.goroutines is not None for s in samples):
         missing.append(f"goroutines and Go heap: the pprof endpoint never answered ({poller.last_error})")
-    return _conclude(settings, starts, samples, per, missing)
+    return _conclude(settings, starts, samples, per, missing, c_heap_applies)
 
 
 def _sampler(session: ShimSession, settings: RunSettings, load: HttpLoad | None, poller: EndpointPoller | None,
-             samples: list[ProgramSample], early: dict[str, object], lock: threading.Lock, progress: Progress,
+             samples: BoundedSeries[ProgramSample], early: dict[str, object], lock: threading.Lock, progress: Progress,
              offset: float, incarnation: int) -> Callable[[ProcessSample, CHeap | None, int], None]:
     """The sample hook of one start of the program: its samples go on one
     time axis with the others', tagged with which start they belong to."""
@@ -216,9 +272,11 @@ def _sampler(session: ShimSession, settings: RunSettings, load: HttpLoad | None,
             rss_bytes=process.target_rss_bytes, fds=process.num_fds, sockets=process.num_sockets,
             threads=process.num_threads, goroutines=go.goroutines if go else None,
             go_heap_bytes=go.heap_live_bytes if go else None, go_stamp=go.stamp if go else None,
-            incarnation=incarnation)
+            incarnation=incarnation, vms_bytes=process.vms_bytes)
         with lock:
             samples.append(sample)
+            if "limits" not in early:   # read once per start: a program may raise its own soft limits
+                early["limits"] = proclimits.process_limits(pid, settings.memory_limit_bytes)
             if "stacks" not in early and process.time_s >= settings.warmup_s and cheap is not None:
                 _, stacks = session.main_state(pid, stacks=True)
                 early.update(stacks=stacks or [], ops=sample.ops or 0, time_s=sample.time_s)
@@ -227,29 +285,51 @@ def _sampler(session: ShimSession, settings: RunSettings, load: HttpLoad | None,
     return on_sample
 
 
+def cut_short(record: RunRecord, duration_s: float | None) -> str | None:
+    """Why a start of the program ended before the evidence could settle: a
+    signal nobody here sent, or a failure exit, before --duration was up.
+    None when it was stopped as asked, exited cleanly, or was killed at
+    --memory-limit (that kill is the evidence)."""
+    if record.stopped or record.memory_limit_hit or record.timed_out:
+        return None
+    if record.term_signal is None and record.returncode in (0, None):
+        return None
+    planned = f", before the {duration_s:.0f}s asked for" if duration_s else ""
+    return f"the program {record.exit_description()} after {record.elapsed_s:.0f}s{planned}"
+
+
 def _conclude(settings: RunSettings, starts: list[tuple[RunRecord, dict[str, object]]],
-              samples: list[ProgramSample], per: str, missing: list[str]) -> ProgramResult:
+              series: BoundedSeries[ProgramSample], per: str, missing: list[str],
+              c_heap_applies: bool = True) -> ProgramResult:
     """Verdicts from the longest start of the program (each start's C heap
-    begins again at zero); every sample stays for the curves."""
+    begins again at zero); every kept sample stays for the curves."""
     if not starts:
         raise AuditError("the program never started")
+    samples = series.items()
     by_start = [[s for s in samples if s.incarnation == i] for i in range(len(starts))]
     chosen = max(range(len(starts)), key=lambda i: len(by_start[i]))
     record, early = starts[chosen]
     usable = [s for s in by_start[chosen]
               if s.time_s - by_start[chosen][0].time_s >= settings.warmup_s and (per != "request" or s.ops)]
-    growth, verdicts = analyse_series(usable, per) if len(usable) >= 4 else ({}, analysis.decide({}))
-    notes = []
-    if len(usable) < 4:
-        notes.append(f"only {len(usable)} usable sample(s): run longer (--duration) or sample more often (--interval)")
+    c_measured = not c_heap_applies or any(s.c_bytes is not None for s in usable)
+    growth, verdicts = analyse_series(usable, per, early.get("limits"),  # type: ignore[arg-type]
+                                      c_heap_measured=c_measured, cut_short=cut_short(record, settings.duration_s))
+    notes = list(verdicts.why_incomplete)
+    if series.thinned:
+        notes.append(f"{series.seen} samples taken; {len(samples)} kept, evenly spread over the run "
+                     f"(one in {series.stride}), for the fit and the curves")
     ends = [f"start {i + 1} {r.exit_description()}" for i, r in enumerate(record for record, _ in starts)]
     if len(starts) > 1:
         notes.append(f"the program was started {len(starts)} times ({'; '.join(ends)}); "
                      f"verdict from start {chosen + 1}, the longest")
     elif record.memory_limit_hit or record.crashed or (record.returncode not in (0, None) and not record.stopped):
-        notes.append(f"the program {record.exit_description()}; verdict from the {len(samples)} samples taken before")
+        notes.append(f"the program {record.exit_description()}; verdict from the {series.seen} samples taken before")
+    unmeasured = () if c_measured else (analysis.C_BYTES.key, analysis.C_ALLOCS.key)
+    if not any(s.goroutines is not None for s in usable):
+        unmeasured += (analysis.GOROUTINES.key, analysis.GO_HEAP.key)
     result = ProgramResult(argv=list(settings.argv), per=per, samples=samples, record=record, missing=missing,
-                           ends=ends, verdicts=verdicts, growth=growth, notes=notes)
+                           ends=ends, verdicts=verdicts, growth=growth, notes=notes, unmeasured=unmeasured,
+                           samples_seen=series.seen)
     if settings.stacks != "off" and analysis.CGO_LEAK in verdicts.all and early.get("stacks") is not None \
             and record.maps and usable:
         last = usable[-1]

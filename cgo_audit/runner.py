@@ -24,11 +24,15 @@ import psutil
 from cgo_audit.errors import AuditError
 from cgo_audit.region import CHeap, Region, RegionInfo, StackMode, StackRecord, latest_region_of, region_files
 from cgo_audit.sampler import ExecutableMapping, ProcessSample, read_maps, sample_process
+from cgo_audit.series import BoundedSeries
 
 PROBE_FDS_ENV = "CGO_AUDIT_PROBE_FDS"
 # The line of a Go program's output that says how it failed.
 FAILURE_LINE = re.compile(r"^(--- FAIL|panic:|fatal error:|SIG[A-Z]+: )")
 REGION_DIR_ENV = "CGO_AUDIT_DIR"
+
+# Output kept of a target's stdout and stderr each: the tail, for reports and benchmark lines.
+OUTPUT_KEPT_BYTES = 8 << 20
 
 
 @dataclass
@@ -78,7 +82,7 @@ class RunRecord:
     stdout: str = ""
     stderr: str = ""
     snapshots: list[Snapshot] = field(default_factory=list)
-    samples: list[ProcessSample] = field(default_factory=list)
+    samples: BoundedSeries[ProcessSample] = field(default_factory=BoundedSeries)   # thinned on long runs
     final_c_heap: CHeap | None = None
     maxrss_bytes: int = 0
     others: list[ImageRecord] = field(default_factory=list)
@@ -372,6 +376,8 @@ def _watch(proc: subprocess.Popen[bytes], record: RunRecord, session: ShimSessio
                             pass
             else:
                 buffers[fd].extend(chunk)
+                if len(buffers[fd]) > OUTPUT_KEPT_BYTES:   # a service may log for days: keep the tail
+                    del buffers[fd][:len(buffers[fd]) - OUTPUT_KEPT_BYTES // 2]
     selector.close()
     for fd, name in streams.items():
         setattr(record, name, buffers[fd].decode(errors="replace"))

@@ -19,6 +19,7 @@ class ProcessSample:
     num_fds: int
     num_sockets: int
     num_threads: int
+    vms_bytes: int = 0      # virtual size: what RLIMIT_AS limits
 
     @property
     def target_rss_bytes(self) -> int:
@@ -101,7 +102,8 @@ def sample_process(proc: psutil.Process, time_s: float, shim_span: tuple[int, in
     """One sample of proc, or None once it has gone."""
     try:
         with proc.oneshot():
-            rss = proc.memory_info().rss
+            memory = proc.memory_info()
+            rss, vms = memory.rss, memory.vms
             fds = proc.num_fds()
             threads = proc.num_threads()
     except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
@@ -110,4 +112,4 @@ def sample_process(proc: psutil.Process, time_s: float, shim_span: tuple[int, in
         return None  # exiting: its memory is already gone, and a zero would end every curve at 0
     shim_rss = rss_in_span(proc.pid, *shim_span) if shim_span else 0
     return ProcessSample(time_s=time_s, rss_bytes=rss, shim_rss_bytes=shim_rss, num_fds=fds,
-                         num_sockets=count_sockets(proc.pid), num_threads=threads)
+                         num_sockets=count_sockets(proc.pid), num_threads=threads, vms_bytes=vms)

@@ -14,12 +14,16 @@ from typing import Callable, Sequence
 import psutil
 from rich.table import Table
 
+from cgo_audit import analysis
+from cgo_audit import limits as proclimits
 from cgo_audit.errors import AuditError
+from cgo_audit.gotool import has_c_code, link_info
 from cgo_audit.goendpoint import EndpointPoller
 from cgo_audit.region import Region, latest_region_of
 from cgo_audit.runaudit import ProgramResult, ProgramSample, analyse_series
 from cgo_audit.runner import REGION_DIR_ENV
 from cgo_audit.sampler import sample_process
+from cgo_audit.series import DEFAULT_CAPACITY, BoundedSeries
 
 SHIM_NAME = "libcgoaudit"
 
@@ -30,6 +34,7 @@ class WatchSettings:
     duration_s: float | None = None          # None: until Ctrl-C or the process ends
     interval_s: float = 1.0
     pprof_url: str | None = None
+    max_samples: int = DEFAULT_CAPACITY      # kept samples; older ones are thinned evenly beyond it
 
 
 def region_of(pid: int) -> tuple[Path | None, str | None]:
@@ -63,12 +68,19 @@ def watch_process(settings: WatchSettings, on_update: Update = lambda _s, _m: No
         raise AuditError(f"not allowed to watch pid {settings.pid} (another user's process?)") from None
     missing: list[str] = []
     region_path, why = region_of(settings.pid)
+    c_heap_applies = True
     if region_path is None:
+        exe = Path(f"/proc/{settings.pid}/exe")
+        link = link_info(exe)
+        if link.is_elf and not link.dynamic and not has_c_code(exe):
+            c_heap_applies = False
+            why = "it is statically linked without cgo: its C heap cannot leak from Go code"
         missing.append(f"C heap: {why}")
     if not settings.pprof_url:
         missing.append("goroutines and Go heap: no --pprof URL (serve net/http/pprof and pass its address)")
     region = Region(region_path) if region_path else None
-    samples: list[ProgramSample] = []
+    samples: BoundedSeries[ProgramSample] = BoundedSeries(settings.max_samples)
+    limits = proclimits.process_limits(settings.pid)
     started = time.monotonic()
     poller = (EndpointPoller(settings.pprof_url, settings.interval_s, lambda: time.monotonic() - started)
               if settings.pprof_url else None)
@@ -90,8 +102,8 @@ def watch_process(settings: WatchSettings, on_update: Update = lambda _s, _m: No
                 c_peak_bytes=cheap.peak_live_bytes if cheap else None, rss_bytes=process.target_rss_bytes,
                 fds=process.num_fds, sockets=process.num_sockets, threads=process.num_threads,
                 goroutines=go.goroutines if go else None, go_heap_bytes=go.heap_live_bytes if go else None,
-                go_stamp=go.stamp if go else None))
-            on_update(samples, missing)
+                go_stamp=go.stamp if go else None, vms_bytes=process.vms_bytes))
+            on_update(samples.items(), missing)
             time.sleep(settings.interval_s)
         else:
             ended = f"was watched for {settings.duration_s:.0f}s"
@@ -102,12 +114,18 @@ def watch_process(settings: WatchSettings, on_update: Update = lambda _s, _m: No
             poller.__exit__(None, None, None)
         if region:
             region.close()
-    growth, verdicts = analyse_series(samples, "second")
-    notes = [f"the process {ended}"]
-    if len(samples) < 4:
-        notes.append(f"only {len(samples)} sample(s): watch longer for a verdict")
-    return ProgramResult(argv=argv, per="second", samples=samples, missing=missing, verdicts=verdicts,
-                         growth=growth, notes=notes)
+    kept = samples.items()
+    c_measured = region is not None or not c_heap_applies
+    growth, verdicts = analyse_series(kept, "second", limits, c_heap_measured=c_measured)
+    notes = [*verdicts.why_incomplete, f"the process {ended}"]
+    if samples.thinned:
+        notes.append(f"{samples.seen} samples taken; {len(kept)} kept, evenly spread over the watch "
+                     f"(one in {samples.stride}), for the fit and the curves")
+    unmeasured = () if c_measured else (analysis.C_BYTES.key, analysis.C_ALLOCS.key)
+    if not any(s.goroutines is not None for s in kept):
+        unmeasured += (analysis.GOROUTINES.key, analysis.GO_HEAP.key)
+    return ProgramResult(argv=argv, per="second", samples=kept, missing=missing, verdicts=verdicts,
+                         growth=growth, notes=notes, unmeasured=unmeasured, samples_seen=samples.seen)
 
 
 def describe(value: int | None, unit: str) -> str:

@@ -35,6 +35,8 @@ def verdict_badges(result: Findings, short: bool = False) -> str:
         return '<span class="badge error">error</span>'
     if result.skipped is not None:
         return '<span class="badge skipped">skipped</span>'
+    if result.is_incomplete:
+        return "".join(f'<span class="badge incomplete">{_text(v)}</span>' for v in result.verdicts.all)
     if not result.is_leak:
         return '<span class="badge clean">clean</span>'
     kind = "leak" if result.is_new_leak else "accepted"
@@ -133,11 +135,13 @@ def _counts(results: Sequence[Findings]) -> str:
              ("under the threshold", sum(1 for r in results if r.is_leak and not r.accepted_by_baseline
                                          and r.within_threshold), "accepted"),
              ("errors", sum(1 for r in results if r.error), "error"),
+             ("incomplete", sum(1 for r in results if r.is_incomplete), "incomplete"),
              ("skipped", sum(1 for r in results if r.skipped is not None and not r.error), ""),
-             ("clean", sum(1 for r in results if not r.is_leak and not r.error and r.skipped is None), "clean")]
+             ("clean", sum(1 for r in results if not r.is_leak and not r.is_incomplete and not r.error
+                           and r.skipped is None), "clean")]
     return '<div class="tiles">' + "".join(
         f'<div class="tile {kind if count else ""}"><span class="count">{count}</span>{label}</div>'
-        for label, count, kind in tiles if count or label not in ("under the threshold", "skipped")) + "</div>"
+        for label, count, kind in tiles if count or label not in ("under the threshold", "skipped", "incomplete")) + "</div>"
 
 
 def _status_line(text: str, exit_status: int | None) -> str:
@@ -182,7 +186,8 @@ def render_bench_html(report: AuditReport, exit_status: int) -> str:
 
 def _program_span(result: ProgramResult) -> str:
     samples = result.samples
-    span = f"{len(samples)} samples over {samples[-1].time_s:.0f}s" if samples else "no samples"
+    seen = getattr(result, "samples_seen", 0) or len(samples)
+    span = f"{seen} samples over {samples[-1].time_s:.0f}s" if samples else "no samples"
     if samples and samples[-1].ops:
         span += f", {samples[-1].ops:,} requests"
     restarts = len(incarnations(samples)) - 1
@@ -272,6 +277,7 @@ td.num { text-align: right; font-family: ui-monospace, "DejaVu Sans Mono", monos
 .badge { display: inline-block; border-radius: 10px; padding: 1px 9px; margin: 0 4px 0 8px; font-size: 12px;
   font-weight: 600; color: #fff; vertical-align: 2px; }
 .badge.clean { background: #2e7d32; } .badge.leak { background: #d32f2f; }
+.badge.incomplete { background: #6d4c41; } .tile.incomplete .count { color: #6d4c41; }
 .badge.accepted { background: #f9a825; color: #3e2700; } .badge.error { background: #7f0000; }
 .badge.skipped { background: #9e9e9e; }
 .overview .badge { margin-left: 0; }

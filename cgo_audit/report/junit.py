@@ -23,6 +23,9 @@ def testcase(result: BenchResult) -> ET.Element:
         ET.SubElement(case, "error", message=result.error, type="audit-error").text = _details(result)
     elif result.skipped is not None:
         ET.SubElement(case, "skipped", message=result.skipped or "skipped itself")
+    elif result.is_incomplete:
+        ET.SubElement(case, "error", message=f"{summary}: " + "; ".join(result.verdicts.why_incomplete),
+                      type="audit-incomplete").text = _details(result)
     elif result.is_new_leak:
         ET.SubElement(case, "failure", message=f"{summary}: {'  '.join(columns(result))}",
                       type=result.verdict).text = _details(result)
@@ -40,12 +43,12 @@ def junit_tree(report: AuditReport) -> ET.ElementTree:
     for package, results in by_package.items():
         suite = ET.SubElement(root, "testsuite", name=package, tests=str(len(results)),
                               failures=str(sum(r.is_new_leak for r in results)),
-                              errors=str(sum(bool(r.error) for r in results)),
+                              errors=str(sum(bool(r.error) or r.is_incomplete for r in results)),
                               skipped=str(sum(r.skipped is not None for r in results)))
         suite.extend(testcase(result) for result in results)
     root.set("tests", str(len(report.results)))
     root.set("failures", str(sum(r.is_new_leak for r in report.results)))
-    root.set("errors", str(sum(bool(r.error) for r in report.results)))
+    root.set("errors", str(sum(bool(r.error) or r.is_incomplete for r in report.results)))
     return ET.ElementTree(root)
 
 

@@ -14,7 +14,8 @@ from cgo_audit import analysis
 from cgo_audit.analysis import C_ALLOCS, C_BYTES, FDS, GO_HEAP, GOROUTINES, RSS, Growth
 from cgo_audit.model import AuditReport, BenchResult, Findings
 
-VERDICT_STYLE = {analysis.CLEAN: "green", "error": "bold red", "skipped": "dim"}
+VERDICT_STYLE = {analysis.CLEAN: "green", "error": "bold red", "skipped": "dim",
+                 **{word: "bold yellow" for word in analysis.INCOMPLETE_VERDICTS}}
 WIDTH = 80
 
 
@@ -61,6 +62,19 @@ def verdict_text(result: Findings) -> str:
     return f"[{style}]{escape(text)}[/]"
 
 
+def limit_words(growth: Growth | None, per: str = "op") -> str:
+    """" until it hit the open-file limit (256) after 12 s", or ""."""
+    if growth is None or growth.limit_name is None:
+        return ""
+    if growth.limit_reached_s is not None:
+        when = f" after {growth.limit_reached_s:.0f} s"
+    elif growth.limit_reached_at is not None:
+        when = f" at {growth.limit_reached_at:.0f} {per}s"
+    else:
+        when = ""
+    return f" until it hit {growth.limit_name}{when}"
+
+
 def _shape_words(growth: Growth, points: str = "runs") -> str:
     count = len(growth.segment_per_op) + 1
     return f"{growth.shape} over {count} {points}, r\u00b2 {growth.r2:.3f}"
@@ -79,21 +93,34 @@ def evidence(result: Findings) -> list[str]:
         points = "checkpoints" if hasattr(result, "samples") else "runs"
         line = (f"C heap grows {per_op_text(result.per_op(C_BYTES.key))} B/op in "
                 f"{per_op_text(allocs)} allocs/op ({_shape_words(c, points)})" if c else "C heap grows")
+        line += limit_words(c if c and c.leaking else growth.get(C_ALLOCS.key))
         if go_flat:
             line += (f"; the Go heap stays flat ({per_op_text(go_heap.per_op, 0)} B/op): "
                      "go tool pprof cannot see this leak")
         lines.append(line + ".")
     if analysis.FD_LEAK in verdicts:
-        lines.append(f"open file descriptors grow {per_op_text(result.per_op(FDS.key))}/op: a file, "
-                     "connection or response body is never closed.")
+        fds = growth.get(FDS.key)
+        if fds is not None and fds.shape == analysis.AT_LIMIT:
+            lines.append(f"open file descriptors grew {fds.per_op:.1f} fd/op{limit_words(fds)}: exhausted, "
+                         "not bounded; a file, connection or response body is never closed.")
+        else:
+            lines.append(f"open file descriptors grow {per_op_text(result.per_op(FDS.key))}/op: a file, "
+                         "connection or response body is never closed.")
+    if analysis.THREAD_LEAK in verdicts:
+        threads = growth.get(analysis.THREADS.key)
+        verb = "grew" if threads is not None and threads.shape == analysis.AT_LIMIT else "grow"
+        lines.append(f"threads {verb} {per_op_text(result.per_op(analysis.THREADS.key))}/op{limit_words(threads)}: "
+                     "threads blocked in C calls, or locked to goroutines that never end.")
     if analysis.GOROUTINE_LEAK in verdicts:
         lines.append(f"goroutines grow {per_op_text(result.per_op(GOROUTINES.key))}/op: goroutines "
                      "block forever instead of ending (see /debug/pprof/goroutine?debug=1).")
     if analysis.GO_HEAP_LEAK in verdicts:
-        lines.append(f"the Go heap grows {human_bytes(result.per_op(GO_HEAP.key))}/op after a forced GC: "
+        lines.append(f"the Go heap grows {human_bytes(result.per_op(GO_HEAP.key))}/op after a forced GC"
+                     f"{limit_words(growth.get(GO_HEAP.key))}: "
                      "something keeps references (go tool pprof -inuse_space shows where).")
     if analysis.RSS_UNEXPLAINED in verdicts:
-        lines.append(f"RSS grows {human_bytes(result.per_op(RSS.key))}/op while the C heap, Go heap, "
+        lines.append(f"RSS grows {human_bytes(result.per_op(RSS.key))}/op{limit_words(growth.get(RSS.key))} "
+                     "while the C heap, Go heap, "
                      "goroutines and fds stay flat: likely allocator fragmentation, mmap'd memory "
                      "or thread stacks.")
     c_peak = growth.get(analysis.C_PEAK.key)
@@ -161,7 +188,8 @@ def render_program(result: "Findings", exit_status: int, console: Console | None
     unit = {"request": "/req", "second": "/s"}.get(per, "/op")
     cells = "  ".join(col.replace("/op", unit) for col in columns(result))
     samples = getattr(result, "samples", [])
-    span = f"{len(samples)} samples over {samples[-1].time_s:.0f}s" if samples else "no samples"
+    seen = getattr(result, "samples_seen", 0) or len(samples)
+    span = f"{seen} samples over {samples[-1].time_s:.0f}s" if samples else "no samples"
     if samples and samples[-1].ops:
         span += f", {samples[-1].ops} requests"
     console.print(f"{command}: {escape(getattr(result, 'name', ''))}  ({span})")
@@ -173,6 +201,8 @@ def render_program(result: "Findings", exit_status: int, console: Console | None
     for line in getattr(result, "missing", []):
         print_wrapped(console, "not measured: " + line)
     status = {0: "[green]ok[/]", 1: "[bold red]FAIL[/]", 2: "[bold red]ERROR[/]"}.get(exit_status, "?")
+    if exit_status == 2 and result.is_incomplete:
+        status = "[bold yellow]INCOMPLETE[/]"
     console.print(f"{status}  cgo-audit {command}: {result.verdict} (exit {exit_status})")
 
 
@@ -246,6 +276,7 @@ def summary(results: Iterable[Findings], exit_status: int, noun: str = "benchmar
     accepted = [r for r in results if r.is_leak and r.accepted_by_baseline]
     tolerated = [r for r in results if r.is_leak and not r.accepted_by_baseline and r.within_threshold]
     errors = [r for r in results if r.error]
+    incomplete = [r for r in results if r.is_incomplete]
     skipped = [r for r in results if r.skipped is not None and not r.error]
     status = {0: "[green]ok[/]", 1: "[bold red]FAIL[/]", 2: "[bold red]ERROR[/]"}.get(exit_status, "?")
     parts = [f"{len(results)} {noun}(s)", f"{len(new)} new leak(s)"]
@@ -255,6 +286,8 @@ def summary(results: Iterable[Findings], exit_status: int, noun: str = "benchmar
         parts.append(f"{len(tolerated)} under the threshold")
     if errors:
         parts.append(f"{len(errors)} could not be audited")
+    if incomplete:
+        parts.append(f"{len(incomplete)} incomplete (inconclusive, undecided or not measured)")
     if skipped:
         parts.append(f"{len(skipped)} skipped themselves")
     return f"{status}  cgo-audit: " + ", ".join(parts) + f" (exit {exit_status})"

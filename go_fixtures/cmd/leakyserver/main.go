@@ -6,6 +6,8 @@
 //	leakyserver -addr 127.0.0.1:8305 -mode leaky      # C.CString leak: 26 B per request
 //	leakyserver -mode fixed                           # the fix
 //	leakyserver -mode goroutines                      # the fix, plus a goroutine that never ends per request
+//	leakyserver -mode session                         # a bounded C cache churned per request, 32 B leaked every 100th
+//	leakyserver -mode pipes                           # the fix, plus a pipe opened per request and never closed
 //
 // Run it from go_fixtures/cstring (its -conf default is relative to there).
 package main
@@ -20,22 +22,27 @@ import (
 	"os"
 
 	"github.com/cgo-audit/cgo-audit/go_fixtures/cstring"
+	"github.com/cgo-audit/cgo-audit/go_fixtures/sessioncache"
 )
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8305", "listen address")
-	mode := flag.String("mode", "leaky", "leaky, fixed or goroutines")
+	mode := flag.String("mode", "leaky", "leaky, fixed, goroutines, session or pipes")
 	conf := flag.String("conf", "testdata/app.conf", "the config file get_value reads")
 	flag.Parse()
 
 	get := cstring.GetValueLeaky
-	leakGoroutine := false
+	leakGoroutine, session, pipes := false, false, false
 	switch *mode {
 	case "leaky":
 	case "fixed":
 		get = cstring.GetValueFixed
 	case "goroutines":
 		get, leakGoroutine = cstring.GetValueFixed, true
+	case "session":
+		get, session = cstring.GetValueFixed, true
+	case "pipes":
+		get, pipes = cstring.GetValueFixed, true
 	default:
 		fmt.Fprintf(os.Stderr, "leakyserver: unknown -mode %q\n", *mode)
 		os.Exit(2)
@@ -49,7 +56,17 @@ func main() {
 			never := make(chan struct{})
 			go func() { <-never }()
 		}
+		if pipes {
+			// Opened and forgotten: at the open-file limit, every request fails here.
+			if _, _, err := os.Pipe(); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
 		value, err := get(*conf, key)
+		if err == nil && session {
+			sessioncache.Touch(key, value)
+		}
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusNotFound)
 			return
