@@ -179,7 +179,7 @@ def reached_limit(metric: Metric, growth: Growth, xs: Sequence[float], values: S
         return growth
     for series, limits in limited:
         for limit in sorted(limits, key=lambda lim: lim.value):
-            margin = limit_margin(metric, limit) if series is values else 0.02 * limit.value
+            margin = limit_margin(metric, limit)
             first = next((i for i, y in enumerate(series) if y >= limit.value - margin), None)
             if first is None or first == 0 or values[first] - values[0] < metric.leak_minimum:
                 continue

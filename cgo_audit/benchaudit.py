@@ -15,6 +15,7 @@ from typing import Callable, Protocol, Sequence
 from cgo_audit import analysis
 from cgo_audit.errors import AuditError
 from cgo_audit.gotool import go_executable, list_packages
+from cgo_audit.limits import FDS as FDS_LIMITED, own_limits
 from cgo_audit.model import (AuditReport, BenchResult, PackageOutcome, RunPoint, comparable, point_from_run,
                              skipped_names)
 from cgo_audit.runner import ShimSession, failure_line, run_target
@@ -111,13 +112,26 @@ def planned_sizes(budget: Budget) -> list[int]:
 
 
 def analyse(points: Sequence[RunPoint]) -> tuple[dict[str, analysis.Growth], analysis.Verdicts]:
-    usable = comparable(points)
+    usable = sorted(comparable(points), key=lambda p: p.ops)
     growth = {}
     for metric in analysis.METRICS:
         values = [getattr(p, metric.key) for p in usable]
         if usable and all(v is not None for v in values):
             growth[metric.key] = analysis.classify(metric, [p.ops for p in usable], values)
+    if analysis.FDS.key in growth and all(p.fds_peak is not None for p in usable):
+        growth[analysis.FDS.key] = _fds_at_limit(growth[analysis.FDS.key], usable)
     return growth, analysis.decide(growth)
+
+
+def _fds_at_limit(growth: analysis.Growth, usable: Sequence[RunPoint]) -> analysis.Growth:
+    """Runs whose fds stop at the open-file limit (inherited from this
+    process) have exhausted it: every run starts from the same few fds, so
+    the origin (no ops, no growth) is a point of the series too."""
+    limits = own_limits().get(FDS_LIMITED, [])
+    peaks = [float(p.fds_peak or 0) for p in usable]
+    start = min(peak - (p.fds or 0) for peak, p in zip(peaks, usable))
+    return analysis.reached_limit(analysis.FDS, growth, [0.0, *(float(p.ops) for p in usable)],
+                                  [0.0, *(float(p.fds or 0) for p in usable)], [([start, *peaks], limits)])
 
 
 def measure(target: BenchTarget, settings: BenchSettings, progress: AuditProgress) -> list[BenchResult]:

@@ -156,8 +156,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--memory-limit", type=byte_size, help="kill it when RSS passes this, like the OOM killer")
     run.add_argument("--restarts", type=int, default=0,
                      help="start it again up to this many times when it dies (the OOM-kill sawtooth)")
-    run.add_argument("--stacks", choices=("all", "sampled", "off"), default="sampled",
-                     help="allocation stacks for leak sites (default sampled)")
+    run.add_argument("--stacks", choices=("all", "sampled", "off"), default="all",
+                     help="allocation stacks for leak sites: every allocation, exact (default), sampled "
+                     "(cheaper, estimated), or off")
     run.add_argument("--cwd", type=Path, default=Path("."), help="directory to start CMD in")
     run.add_argument("--json", type=Path, help="write the JSON report here")
     run.add_argument("--html", type=Path, help="write a self-contained HTML report with charts here")

@@ -73,6 +73,8 @@ class RunPoint:
     stacks: dict[tuple[int, ...], tuple[StackRecord, int, int]] = field(default_factory=dict, repr=False)
     live_stacks: list[StackRecord] = field(default_factory=list, repr=False)   # all live at the end
     maps: list[ExecutableMapping] = field(default_factory=list, repr=False)
+    # The most fds the process held at once, absolute: what RLIMIT_NOFILE caps.
+    fds_peak: int | None = None
 
     def as_sample(self) -> dict[str, Any]:
         return {
@@ -83,7 +85,7 @@ class RunPoint:
             "rss_bytes": self.rss_bytes, "c_peak_bytes": self.c_peak_bytes,
             "go_mapped_bytes": self.go_mapped_bytes, "cgo_calls": self.cgo_calls,
             "finalizers_run": self.finalizers_run, "elapsed_s": round(self.elapsed_s, 4),
-            "ns_per_op": self.ns_per_op, "status": self.status,
+            "ns_per_op": self.ns_per_op, "status": self.status, "fds_peak": self.fds_peak,
         }
 
 
@@ -93,8 +95,19 @@ def _delta(first: Snapshot, last: Snapshot, key: str) -> int | None:
     return None
 
 
+def _fds_peak(record: RunRecord) -> int | None:
+    seen = [s.num_fds for s in record.samples] + [s.process.num_fds for s in record.snapshots if s.process]
+    return max(seen) if seen else None
+
+
 def point_from_run(record: RunRecord, n: int, bench: str) -> RunPoint:
     """The figures of one benchmark run, from its probe snapshots if complete."""
+    point = _point_from_run(record, n, bench)
+    point.fds_peak = _fds_peak(record)
+    return point
+
+
+def _point_from_run(record: RunRecord, n: int, bench: str) -> RunPoint:
     mine = [s for s in record.snapshots if s.bench == bench]
     befores = [s for s in mine if s.label == "before"]
     afters = [s for s in mine if s.label == "after"]

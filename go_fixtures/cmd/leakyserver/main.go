@@ -7,7 +7,8 @@
 //	leakyserver -mode fixed                           # the fix
 //	leakyserver -mode goroutines                      # the fix, plus a goroutine that never ends per request
 //	leakyserver -mode session                         # a bounded C cache churned per request, 32 B leaked every 100th
-//	leakyserver -mode pipes                           # the fix, plus a pipe opened per request and never closed
+//	leakyserver -mode pipes                           # the fix, plus a pipe's read end left open per request (1 fd)
+//	leakyserver -delay 5ms                            # each request takes at least this long
 //
 // Run it from go_fixtures/cstring (its -conf default is relative to there).
 package main
@@ -20,15 +21,24 @@ import (
 	"net/http"
 	_ "net/http/pprof"
 	"os"
+	"sync"
+	"time"
 
 	"github.com/cgo-audit/cgo-audit/go_fixtures/cstring"
 	"github.com/cgo-audit/cgo-audit/go_fixtures/sessioncache"
 )
 
+// The pipes mode's leak: read ends nobody will close.
+var openPipes struct {
+	sync.Mutex
+	files []*os.File
+}
+
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8305", "listen address")
 	mode := flag.String("mode", "leaky", "leaky, fixed, goroutines, session or pipes")
 	conf := flag.String("conf", "testdata/app.conf", "the config file get_value reads")
+	delay := flag.Duration("delay", 0, "how long each request takes at least")
 	flag.Parse()
 
 	get := cstring.GetValueLeaky
@@ -56,12 +66,20 @@ func main() {
 			never := make(chan struct{})
 			go func() { <-never }()
 		}
+		time.Sleep(*delay)
 		if pipes {
-			// Opened and forgotten: at the open-file limit, every request fails here.
-			if _, _, err := os.Pipe(); err != nil {
+			// The read end is kept and never closed, one fd per request
+			// (kept, or its finalizer would close it): at the open-file
+			// limit, every request fails here.
+			reader, writer, err := os.Pipe()
+			if err != nil {
 				http.Error(w, err.Error(), http.StatusServiceUnavailable)
 				return
 			}
+			writer.Close()
+			openPipes.Lock()
+			openPipes.files = append(openPipes.files, reader)
+			openPipes.Unlock()
 		}
 		value, err := get(*conf, key)
 		if err == nil && session {

@@ -1,0 +1,55 @@
+"""Leak sites in `run` count every block: a 32-byte leak every 100th
+request, under a bounded C cache churned on every request, is named at
+exactly its size, the cache at nothing, and the sites add up to the C heap's
+slope."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import FIXTURES, SERVER_CWD, audit_json, free_port, source_line
+
+RECORD_BYTES, RECORD_EVERY = 32, 100        # sessioncache.h
+
+
+def run_session_server(tmp_path, leakyserver, *extra: str):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    return audit_json(tmp_path, "--duration", "8", "--interval", "0.25", "--load", f"{base}/value?key=timeout",
+                      "--cwd", str(SERVER_CWD), *extra, "--", str(leakyserver), "-addr", f"127.0.0.1:{port}",
+                      "-mode", "session", command="run")
+
+
+def test_sites_name_the_small_leak_under_the_churning_cache_exactly(tmp_path, leakyserver):
+    proc, report = run_session_server(tmp_path, leakyserver)
+    program = report["program"]
+    assert proc.returncode == 1 and program["verdict"] == "cgo-leak", proc.stdout + proc.stderr
+    exact = RECORD_BYTES / RECORD_EVERY
+    # 32 B lands on every 100th request: over the fit's tens of thousands of
+    # requests that is within 1% of 0.32 B per request.
+    assert program["c_leak_bytes_per_op"] == pytest.approx(exact, rel=0.01)
+    assert program["c_leak_allocs_per_op"] == pytest.approx(1 / RECORD_EVERY, rel=0.01)
+    sites = program["sites"]
+    record = [s for s in sites if s["c_stack"] == ["audit_record"]]
+    assert len(record) == 1, sites
+    leak = record[0]
+    assert leak["function"].endswith("sessioncache.Touch") and leak["c_function"] == "C.session_touch"
+    assert leak["line"] == source_line(FIXTURES / "sessioncache" / "sessioncache.go", "C.session_touch(")
+    assert leak["bytes_per_op"] == pytest.approx(exact, rel=0.01)
+    # The cache's entries (made in session_touch itself) and the two
+    # C.CString copies are freed: no site for them.
+    others = [s for s in sites if s is not leak]
+    assert all(abs(s["bytes_per_op"]) < 0.01 for s in others), others
+    # Counted, not sampled: the sites add up to the slope.
+    total = sum(s["bytes_per_op"] for s in sites) + program["runtime_c_bytes_per_op"]
+    assert total == pytest.approx(program["c_leak_bytes_per_op"], abs=1e-9)
+    assert program["sites_sampled_every_bytes"] is None
+
+
+def test_sampled_stacks_say_what_they_miss(tmp_path, leakyserver):
+    proc, report = run_session_server(tmp_path, leakyserver, "--stacks", "sampled")
+    program = report["program"]
+    assert program["verdict"] == "cgo-leak", proc.stdout
+    named = sum(s["bytes_per_op"] for s in program["sites"])
+    if named < 0.95 * program["c_leak_bytes_per_op"]:
+        assert any("--stacks all counts every one" in note for note in program["notes"]), program["notes"]
