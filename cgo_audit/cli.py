@@ -131,6 +131,19 @@ SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 <<
               "mib": 1 << 20, "g": 1 << 30, "gb": 1000 ** 3, "gib": 1 << 30}
 
 
+DEFAULT_SAMPLES = 4096   # cgo_audit.series.DEFAULT_CAPACITY, without importing it for every command
+
+
+def _max_samples(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a whole number of samples") from None
+    if value < 16:
+        raise argparse.ArgumentTypeError("keep at least 16 samples: the fit's checkpoints need room")
+    return value
+
+
 def byte_size(text: str) -> int:
     """'256MiB', '1G', '500000' -> bytes."""
     match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
@@ -160,6 +173,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                      help="allocation stacks for leak sites: every allocation, exact (default), sampled "
                      "(cheaper, estimated), or off")
     run.add_argument("--cwd", type=Path, default=Path("."), help="directory to start CMD in")
+    run.add_argument("--max-samples", type=_max_samples, default=DEFAULT_SAMPLES, metavar="N",
+                     help=f"samples kept for the fit and the curves; older ones are thinned evenly past it, so "
+                     f"a watch of days stays small (default {DEFAULT_SAMPLES})")
     run.add_argument("--json", type=Path, help="write the JSON report here")
     run.add_argument("--html", type=Path, help="write a self-contained HTML report with charts here")
     run.add_argument("--quiet", action="store_true", help="no live progress")
@@ -175,7 +191,7 @@ def run_program(args: argparse.Namespace, console: Console) -> int:
                            interval_s=args.interval, pprof_url=args.pprof_url, load_urls=args.load,
                            load_concurrency=args.concurrency, memory_limit_bytes=args.memory_limit,
                            restarts=args.restarts,
-                           stacks=args.stacks, warmup_s=args.warmup)
+                           stacks=args.stacks, warmup_s=args.warmup, max_samples=args.max_samples)
     live = console.is_terminal and not args.quiet
 
     def progress(sample: object) -> None:
@@ -246,6 +262,8 @@ def _add_watch(sub: argparse._SubParsersAction) -> None:
     watch.add_argument("--pprof", dest="pprof_url", help="its pprof address, e.g. http://127.0.0.1:6060")
     watch.add_argument("--duration", type=float, default=0.0, help="seconds to watch (0: until Ctrl-C)")
     watch.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
+    watch.add_argument("--max-samples", type=_max_samples, default=DEFAULT_SAMPLES, metavar="N",
+                       help=f"samples kept; older ones are thinned evenly past it (default {DEFAULT_SAMPLES})")
     watch.add_argument("--json", type=Path, help="write the JSON report here")
     watch.add_argument("--html", type=Path, help="write a self-contained HTML report with charts here")
     watch.add_argument("--quiet", action="store_true", help="no live view")
@@ -257,7 +275,7 @@ def watch_program(args: argparse.Namespace, console: Console) -> int:
     from cgo_audit.watch import WatchSettings, live_table, watch_process
 
     settings = WatchSettings(pid=args.pid, duration_s=args.duration or None, interval_s=args.interval,
-                             pprof_url=args.pprof_url)
+                             pprof_url=args.pprof_url, max_samples=args.max_samples)
     if console.is_terminal and not args.quiet:
         with Live(console=console, refresh_per_second=4, transient=True) as live:
             result = watch_process(settings, lambda samples, _missing: live.update(live_table(samples)))

@@ -7,14 +7,19 @@ toolchain's own DWARF), its release read from its build info."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
-from dataclasses import dataclass, replace
+import struct
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from elftools.common.exceptions import DWARFError, ELFError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
+
+from cgo_audit.shimbuild import cache_dir
 
 WANTED = {
     "runtime.g": ("m", "sched", "stack", "gopc"),
@@ -39,11 +44,13 @@ class GoLayout:
     thread_start_hi: int = 0
     # Where the struct offsets came from: "dwarf", or a Go release's table entry.
     source: str = "dwarf"
+    dwarf: bool = True     # the binary has DWARF (with source "dwarf", they came from it)
 
     def environment_value(self) -> str:
         """The CGO_AUDIT_GO_LAYOUT string the shim parses."""
         return ",".join(f"{name}={getattr(self, name)}" for name in self.__dataclass_fields__
-                        if name != "source" and (getattr(self, name) or not name.startswith("thread_start")))
+                        if name not in ("source", "dwarf")
+                        and (getattr(self, name) or not name.startswith("thread_start")))
 
 
 STRUCT_FIELDS = ("g_m", "m_curg", "g_sched_bp", "g_stack_lo", "g_stack_hi", "g_gopc")
@@ -143,7 +150,8 @@ def _from_table(elf: ELFFile, why: str, tls_g: int | None) -> GoLayout:
     if release not in table:
         known = ", ".join(table)
         raise LayoutUnavailable(f"{why}, and {release} is not in the table of known layouts ({known})")
-    return GoLayout(tls_g=_lone_g_slot(elf, why) if tls_g is None else tls_g, source=release, **table[release])
+    return GoLayout(tls_g=_lone_g_slot(elf, why) if tls_g is None else tls_g, source=release, dwarf=False,
+                    **table[release])
 
 
 def _lone_g_slot(elf: ELFFile, why: str) -> int:
@@ -157,7 +165,135 @@ def _lone_g_slot(elf: ELFFile, why: str) -> int:
 
 
 def read_layout(binary: Path) -> GoLayout:
-    """The layout of binary, or LayoutUnavailable saying why not."""
+    """The layout of binary, or LayoutUnavailable saying why not, without a
+    cost that grows with the binary: from the cache (keyed by build ID), else
+    from the table entry of its Go release (the build info says which) with
+    g's TLS slot and the runtime's thread-start code from its symbol table,
+    read raw; the DWARF only for a release the table does not know."""
+    key = _cache_key(binary)
+    cached = _cached(key)
+    if cached is not None:
+        return cached
+    try:
+        layout = _layout_from_table(binary)
+    except LayoutUnavailable:
+        layout = None
+    if layout is None:
+        layout = layout_from_dwarf(binary)
+    _store(key, layout)
+    return layout
+
+
+def _layout_from_table(binary: Path) -> GoLayout | None:
+    """The table's layout for binary's release, or None when the table (or
+    the build info) cannot say."""
+    try:
+        with open(binary, "rb") as stream:
+            elf = ELFFile(stream)
+            if elf["e_machine"] != "EM_X86_64":
+                raise LayoutUnavailable(f"is for {elf['e_machine']}; the stack walk supports x86-64 only")
+            version = go_version(elf)
+            if version is None:
+                return None
+            table = json.loads(LAYOUT_TABLE.read_text())
+            release = release_of(version)
+            if release not in table:
+                return None
+            tls_g = None
+            tlsg = _raw_symbol(elf, "runtime.tlsg")
+            if tlsg is not None:
+                tls = next((seg for seg in elf.iter_segments() if seg["p_type"] == "PT_TLS"), None)
+                if tls is None:
+                    raise LayoutUnavailable("has no TLS segment")
+                align = max(int(tls["p_align"]), 1)
+                tls_g = tlsg[0] - (int(tls["p_memsz"]) + align - 1) // align * align
+            else:
+                tls_g = _lone_g_slot(elf, "has no symbols (stripped)")
+            start = _raw_symbol(elf, "x_cgo_thread_start") or (0, 0)
+            thread_start = (start[0], start[0] + start[1]) if start[1] else (0, 0)
+            has_dwarf = elf.get_section_by_name(".debug_info") is not None \
+                or elf.get_section_by_name(".zdebug_info") is not None
+    except (ELFError, DWARFError, OSError, ValueError) as exc:
+        raise LayoutUnavailable(f"cannot be read: {exc}") from None
+    return GoLayout(tls_g=tls_g, source=release, thread_start_lo=thread_start[0], thread_start_hi=thread_start[1],
+                    dwarf=has_dwarf, **table[release])
+
+
+ELF64_SYMBOL = struct.Struct("<IBBHQQ")   # st_name, st_info, st_other, st_shndx, st_value, st_size
+
+
+def _raw_symbol(elf: ELFFile, name: str) -> tuple[int, int] | None:
+    """(value, size) of a symbol, found by searching the raw string and
+    symbol tables rather than parsing every symbol (pyelftools takes seconds
+    on a large binary's hundreds of thousands)."""
+    symtab = elf.get_section_by_name(".symtab")
+    if symtab is None or symtab["sh_entsize"] != ELF64_SYMBOL.size:
+        return None
+    strings = elf.get_section(symtab["sh_link"]).data()
+    symbols = symtab.data()
+    wanted = name.encode() + b"\0"
+    at = strings.find(wanted)
+    while at >= 0:
+        if at == 0 or strings[at - 1] == 0:   # the whole string, not another name's tail
+            packed = struct.pack("<I", at)
+            index = symbols.find(packed)
+            while index >= 0:
+                if index % ELF64_SYMBOL.size == 0:
+                    _, _, _, _, value, size = ELF64_SYMBOL.unpack_from(symbols, index)
+                    return value, size
+                index = symbols.find(packed, index + 1)
+        at = strings.find(wanted, at + 1)
+    return None
+
+
+def _cache_key(binary: Path) -> str | None:
+    """The binary's build ID (Go's, else the GNU one), else its path, size
+    and modification time: what a cached layout is filed under."""
+    try:
+        with open(binary, "rb") as stream:
+            elf = ELFFile(stream)
+            for section in (".note.go.buildid", ".note.gnu.build-id"):
+                found = elf.get_section_by_name(section)
+                if found is not None:
+                    return hashlib.sha256(found.data()).hexdigest()[:32]
+        status = binary.stat()
+    except (ELFError, OSError, ValueError):
+        return None
+    identity = f"{binary.resolve()}:{status.st_size}:{status.st_mtime_ns}".encode()
+    return hashlib.sha256(identity).hexdigest()[:32]
+
+
+def _cache_file(key: str) -> Path:
+    return cache_dir() / "layouts" / f"{key}.json"
+
+
+def _cached(key: str | None) -> GoLayout | None:
+    if key is None:
+        return None
+    try:
+        fields = json.loads(_cache_file(key).read_text())
+        return GoLayout(**fields)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _store(key: str | None, layout: GoLayout) -> None:
+    if key is None:
+        return
+    path = _cache_file(key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(asdict(layout)))
+        temporary.replace(path)   # atomic: a concurrent reader sees all of it or nothing
+    except OSError:
+        pass   # a read-only cache only costs the next run its time
+
+
+def layout_from_dwarf(binary: Path) -> GoLayout:
+    """The layout of binary from its own DWARF first (slow on a large
+    binary: every compile unit up to the runtime's is parsed), else from the
+    table; LayoutUnavailable saying why not."""
     try:
         with open(binary, "rb") as stream:
             elf = ELFFile(stream)

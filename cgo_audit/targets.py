@@ -239,7 +239,7 @@ def prepare_package(package: GoPackage, settings: BenchSettings, workdir: Path
         try:
             read = read_layout(binary)
             layout = read.environment_value()
-            if read.source != "dwarf" and settings.stacks != "off":
+            if not read.dwarf and settings.stacks != "off":
                 notes.append(f"the test binary has no DWARF: the runtime's offsets for the stack walk are "
                              f"{read.source}'s, from cgo-audit's table")
         except LayoutUnavailable as exc:

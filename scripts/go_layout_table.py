@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cgo_audit.golayout import LAYOUT_TABLE, STRUCT_FIELDS, read_layout, release_of  # noqa: E402
+from cgo_audit.golayout import LAYOUT_TABLE, STRUCT_FIELDS, layout_from_dwarf, release_of  # noqa: E402
 
 PROGRAM = """package main
 
@@ -38,7 +38,7 @@ def offsets_for(version: str, workdir: Path) -> dict[str, int]:
     binary = source / "probe"
     env = {**os.environ, "GOTOOLCHAIN": version, "CGO_ENABLED": "1", "GOFLAGS": ""}
     subprocess.run(["go", "build", "-o", str(binary), "."], cwd=source, env=env, check=True)
-    layout = read_layout(binary)
+    layout = layout_from_dwarf(binary)   # the runtime's own DWARF, never the table being made
     return {name: getattr(layout, name) for name in STRUCT_FIELDS}
 
 

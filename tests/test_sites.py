@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from cgo_audit.errors import AuditError
-from cgo_audit.golayout import LAYOUT_TABLE, STRUCT_FIELDS, read_layout, release_of
+from cgo_audit.golayout import LAYOUT_TABLE, STRUCT_FIELDS, layout_from_dwarf, read_layout, release_of
 from cgo_audit.pprofschema import profile_module
 
 from helpers import FIXTURES, audit_json, result_named, source_line, write_module
@@ -120,8 +120,12 @@ def test_layout_table_matches_the_installed_go_runtime(tmp_path):
     for name, flags in (("stripped", "-s -w"), ("no-dwarf", "-w")):
         subprocess.run([go, "build", f"-ldflags={flags}", "-o", name, "."], cwd=module, check=True,
                        capture_output=True)
-    full, stripped, no_dwarf = (read_layout(module / name) for name in ("full", "stripped", "no-dwarf"))
+    full = layout_from_dwarf(module / "full")
+    stripped, no_dwarf = (read_layout(module / name) for name in ("stripped", "no-dwarf"))
     assert full.source == "dwarf" and stripped.source == no_dwarf.source == release
+    assert full.dwarf and not stripped.dwarf and not no_dwarf.dwarf
+    # The fast path (table, raw symbols, cache) gives the DWARF's layout for a full binary too.
+    assert read_layout(module / "full").environment_value() == full.environment_value()
     assert {name: getattr(full, name) for name in STRUCT_FIELDS} == table[release]
     # tls_g too: g alone in the TLS block is where its symbol says.
     assert stripped.environment_value().split(",")[:7] == full.environment_value().split(",")[:7]
