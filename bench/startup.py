@@ -117,7 +117,7 @@ def time_to_main(argv: list[str], stamp: Path, env: dict[str, str]) -> float:
     if stamp.exists():
         stamp.unlink()
     launched = time.time_ns()
-    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return (int(stamp.read_text()) - launched) / 1e9
 
 
@@ -132,8 +132,9 @@ def startup(binaries: dict[str, Path], reps: int, work: Path) -> dict[str, dict[
         samples: dict[str, list[float]] = {"plain": [], "run, cold cache": [], "run, warm cache": []}
         cache = work / f"cache-{name}"
         env = dict(os.environ, CGO_AUDIT_CACHE=str(cache))
-        subprocess.run(audit_argv("--", str(binary), str(stamp)), env=env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)   # builds the shim into it
+        # Builds the shim into it. (A program this short is `inconclusive`, exit 2: not an error here.)
+        subprocess.run(audit_argv("--", str(binary), str(stamp)), env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(reps):
             modes = list(samples)
             random.shuffle(modes)
@@ -172,7 +173,8 @@ def whole_process(reps: int, work: Path, seconds: float) -> dict[str, float]:
         random.shuffle(order)
         for name in order:
             started = time.monotonic()
-            subprocess.run(argv[name], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            # A 3 s program gives too few samples for a verdict: `inconclusive`, exit 2, is expected.
+            subprocess.run(argv[name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             walls[name].append(time.monotonic() - started)
     plain = statistics.median(walls["plain"])
     audited = statistics.median(walls["run --stacks off"])
