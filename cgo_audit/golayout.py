@@ -15,11 +15,13 @@ import struct
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from elftools.common.exceptions import DWARFError, ELFError
-from elftools.elf.elffile import ELFFile
-from elftools.elf.sections import SymbolTableSection
+from typing import TYPE_CHECKING
 
+from cgo_audit.elfheaders import EM_X86_64, PT_TLS, ElfHeaders, NotElf, open_headers
 from cgo_audit.shimbuild import cache_dir
+
+if TYPE_CHECKING:
+    from elftools.elf.elffile import ELFFile
 
 WANTED = {
     "runtime.g": ("m", "sched", "stack", "gopc"),
@@ -89,6 +91,8 @@ def _struct_members(elf: ELFFile) -> dict[str, dict[str, int]]:
 def _tls_g_offset(elf: ELFFile) -> int:
     """g's slot relative to the thread pointer (x86-64: the executable's TLS
     block ends at the thread pointer, so the offset is value - block size)."""
+    from elftools.elf.sections import SymbolTableSection
+
     symtab = elf.get_section_by_name(".symtab")
     if not isinstance(symtab, SymbolTableSection):
         raise LayoutUnavailable("has no symbol table (stripped)")
@@ -104,6 +108,8 @@ def _tls_g_offset(elf: ELFFile) -> int:
 
 
 def _function_range(elf: ELFFile, name: str) -> tuple[int, int]:
+    from elftools.elf.sections import SymbolTableSection
+
     symtab = elf.get_section_by_name(".symtab")
     if isinstance(symtab, SymbolTableSection):
         for symbol in symtab.get_symbol_by_name(name) or ():
@@ -120,12 +126,14 @@ def release_of(version: str) -> str:
     return f"go{match.group(1)}.{match.group(2)}"
 
 
-def go_version(elf: ELFFile) -> str | None:
+def go_version(elf: "ELFFile") -> str | None:
     """The Go version in the build info (kept by -s -w), Go 1.18 and later."""
     section = elf.get_section_by_name(".go.buildinfo")
-    if section is None:
-        return None
-    data = section.data()
+    return None if section is None else version_in_buildinfo(section.data())
+
+
+def version_in_buildinfo(data: bytes) -> str | None:
+    """The Go version in a .go.buildinfo section's bytes, Go 1.18 and later."""
     if not data.startswith(BUILDINFO_MAGIC) or len(data) < 33 or not data[15] & 2:
         return None   # before Go 1.18 the version sits behind pointers
     length, shift, position = 0, 0, 32
@@ -186,35 +194,38 @@ def read_layout(binary: Path) -> GoLayout:
 
 def _layout_from_table(binary: Path) -> GoLayout | None:
     """The table's layout for binary's release, or None when the table (or
-    the build info) cannot say."""
+    the build info) cannot say. Reads headers, the build info and two
+    symbols, raw: no DWARF, no pyelftools."""
     try:
-        with open(binary, "rb") as stream:
-            elf = ELFFile(stream)
-            if elf["e_machine"] != "EM_X86_64":
-                raise LayoutUnavailable(f"is for {elf['e_machine']}; the stack walk supports x86-64 only")
-            version = go_version(elf)
-            if version is None:
-                return None
-            table = json.loads(LAYOUT_TABLE.read_text())
-            release = release_of(version)
-            if release not in table:
-                return None
-            tls_g = None
-            tlsg = _raw_symbol(elf, "runtime.tlsg")
-            if tlsg is not None:
-                tls = next((seg for seg in elf.iter_segments() if seg["p_type"] == "PT_TLS"), None)
-                if tls is None:
-                    raise LayoutUnavailable("has no TLS segment")
-                align = max(int(tls["p_align"]), 1)
-                tls_g = tlsg[0] - (int(tls["p_memsz"]) + align - 1) // align * align
-            else:
-                tls_g = _lone_g_slot(elf, "has no symbols (stripped)")
-            start = _raw_symbol(elf, "x_cgo_thread_start") or (0, 0)
-            thread_start = (start[0], start[0] + start[1]) if start[1] else (0, 0)
-            has_dwarf = elf.get_section_by_name(".debug_info") is not None \
-                or elf.get_section_by_name(".zdebug_info") is not None
-    except (ELFError, DWARFError, OSError, ValueError) as exc:
+        stream, elf = open_headers(binary)
+    except (NotElf, OSError) as exc:
         raise LayoutUnavailable(f"cannot be read: {exc}") from None
+    with stream:
+        if elf.machine != EM_X86_64:
+            raise LayoutUnavailable("is not for x86-64; the stack walk supports x86-64 only")
+        buildinfo = elf.section(".go.buildinfo")
+        version = version_in_buildinfo(elf.data(buildinfo)) if buildinfo else None
+        if version is None:
+            return None
+        table = json.loads(LAYOUT_TABLE.read_text())
+        release = release_of(version)
+        if release not in table:
+            return None
+        tls = elf.segment(PT_TLS)
+        tlsg = _raw_symbol(elf, "runtime.tlsg")
+        if tlsg is not None:
+            if tls is None:
+                raise LayoutUnavailable("has no TLS segment")
+            align = max(tls.align, 1)
+            tls_g = tlsg[0] - (tls.memsz + align - 1) // align * align
+        elif tls is not None and tls.memsz == 8:
+            tls_g = -8   # g alone in the executable's TLS block: just below the thread pointer
+        else:
+            raise LayoutUnavailable("has no symbols (stripped), and its TLS block holds more than g, "
+                                    "so g's slot is unknown")
+        start = _raw_symbol(elf, "x_cgo_thread_start") or (0, 0)
+        thread_start = (start[0], start[0] + start[1]) if start[1] else (0, 0)
+        has_dwarf = elf.section(".debug_info") is not None or elf.section(".zdebug_info") is not None
     return GoLayout(tls_g=tls_g, source=release, thread_start_lo=thread_start[0], thread_start_hi=thread_start[1],
                     dwarf=has_dwarf, **table[release])
 
@@ -222,15 +233,15 @@ def _layout_from_table(binary: Path) -> GoLayout | None:
 ELF64_SYMBOL = struct.Struct("<IBBHQQ")   # st_name, st_info, st_other, st_shndx, st_value, st_size
 
 
-def _raw_symbol(elf: ELFFile, name: str) -> tuple[int, int] | None:
+def _raw_symbol(elf: ElfHeaders, name: str) -> tuple[int, int] | None:
     """(value, size) of a symbol, found by searching the raw string and
     symbol tables rather than parsing every symbol (pyelftools takes seconds
     on a large binary's hundreds of thousands)."""
-    symtab = elf.get_section_by_name(".symtab")
-    if symtab is None or symtab["sh_entsize"] != ELF64_SYMBOL.size:
+    symtab = elf.section(".symtab")
+    if symtab is None or symtab.entsize != ELF64_SYMBOL.size or symtab.link >= len(elf.sections):
         return None
-    strings = elf.get_section(symtab["sh_link"]).data()
-    symbols = symtab.data()
+    strings = elf.data(elf.sections[symtab.link])
+    symbols = elf.data(symtab)
     wanted = name.encode() + b"\0"
     at = strings.find(wanted)
     while at >= 0:
@@ -250,14 +261,14 @@ def _cache_key(binary: Path) -> str | None:
     """The binary's build ID (Go's, else the GNU one), else its path, size
     and modification time: what a cached layout is filed under."""
     try:
-        with open(binary, "rb") as stream:
-            elf = ELFFile(stream)
+        stream, elf = open_headers(binary)
+        with stream:
             for section in (".note.go.buildid", ".note.gnu.build-id"):
-                found = elf.get_section_by_name(section)
+                found = elf.section(section)
                 if found is not None:
-                    return hashlib.sha256(found.data()).hexdigest()[:32]
+                    return hashlib.sha256(elf.data(found)).hexdigest()[:32]
         status = binary.stat()
-    except (ELFError, OSError, ValueError):
+    except (NotElf, OSError, ValueError):
         return None
     identity = f"{binary.resolve()}:{status.st_size}:{status.st_mtime_ns}".encode()
     return hashlib.sha256(identity).hexdigest()[:32]
@@ -294,6 +305,11 @@ def layout_from_dwarf(binary: Path) -> GoLayout:
     """The layout of binary from its own DWARF first (slow on a large
     binary: every compile unit up to the runtime's is parsed), else from the
     table; LayoutUnavailable saying why not."""
+    # pyelftools is imported here, not at start-up: only this path needs it.
+    from elftools.common.exceptions import DWARFError, ELFError
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
+
     try:
         with open(binary, "rb") as stream:
             elf = ELFFile(stream)

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
 
+from cgo_audit.elfheaders import PT_INTERP, NotElf, open_headers
 from cgo_audit.errors import AuditError
 
 LIST_FIELDS = ("ImportPath,Dir,Name,Module,GoFiles,CgoFiles,TestGoFiles,XTestGoFiles,"
@@ -178,14 +177,11 @@ def has_c_code(path: Path) -> bool:
 
 
 def link_info(path: Path) -> LinkInfo:
+    # Raw headers, not pyelftools: run reads this before it starts the target.
     try:
-        with open(path, "rb") as stream:
-            elf = ELFFile(stream)
-            interp = any(seg["p_type"] == "PT_INTERP" for seg in elf.iter_segments())
-            needed = []
-            dynamic = elf.get_section_by_name(".dynamic")
-            if dynamic is not None:
-                needed = [tag.needed for tag in dynamic.iter_tags() if tag.entry.d_tag == "DT_NEEDED"]
-            return LinkInfo(True, interp, any(name.startswith("libc.") for name in needed))
-    except (ELFError, OSError):
+        stream, elf = open_headers(path)
+    except (NotElf, OSError):
         return LinkInfo(False, False, False)
+    with stream:
+        interp = elf.segment(PT_INTERP) is not None
+        return LinkInfo(True, interp, any(name.startswith("libc.") for name in elf.needed()))

@@ -11,15 +11,13 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from cgo_audit import analysis
 from cgo_audit import limits as proclimits
 from cgo_audit.errors import AuditError
-from cgo_audit.goendpoint import EndpointPoller
 from cgo_audit.golayout import LayoutUnavailable, read_layout
 from cgo_audit.gotool import has_c_code, link_info
-from cgo_audit.load import HttpLoad
 from cgo_audit.model import Findings
 from cgo_audit.region import CHeap
 from cgo_audit.runner import RunRecord, ShimSession, run_target
@@ -29,6 +27,10 @@ from cgo_audit.shimbuild import build_shim
 from cgo_audit.sites import RunStacks, measure_sites, stack_deltas
 from cgo_audit.stacktimeline import StackTimeline
 from cgo_audit.symbolize import Symbolizer
+
+if TYPE_CHECKING:   # imported where used: HTTP clients cost start-up time a run without them need not pay
+    from cgo_audit.goendpoint import EndpointPoller
+    from cgo_audit.load import HttpLoad
 
 # Checkpoints along the run, as fractions of it: doubling, like bench's sizes,
 # so a plateau and a steady slope look the same to the classifier.
@@ -214,7 +216,11 @@ def audit_program(settings: RunSettings, progress: Progress = lambda _: None) ->
             pass  # not a Go binary, or stripped: sites show C frames only
     if not settings.pprof_url:
         missing.append("goroutines and Go heap: no --pprof URL (serve net/http/pprof and pass its address)")
-    load = HttpLoad(settings.load_urls, settings.load_concurrency) if settings.load_urls else None
+    load = None
+    if settings.load_urls:
+        from cgo_audit.load import HttpLoad
+
+        load = HttpLoad(settings.load_urls, settings.load_concurrency)
     per = "request" if load else "second"
     samples: BoundedSeries[ProgramSample] = BoundedSeries(settings.max_samples)
     starts: list[tuple[RunRecord, dict[str, object]]] = []   # each start, with its early stacks
@@ -226,7 +232,11 @@ def audit_program(settings: RunSettings, progress: Progress = lambda _: None) ->
         def stamp() -> float:
             return float(load.completed) if load else time.monotonic() - started
 
-        poller = EndpointPoller(settings.pprof_url, settings.interval_s, stamp) if settings.pprof_url else None
+        poller = None
+        if settings.pprof_url:
+            from cgo_audit.goendpoint import EndpointPoller
+
+            poller = EndpointPoller(settings.pprof_url, settings.interval_s, stamp)
         if load is not None:
             threading.Thread(target=lambda: load.wait_ready(60) and load.start(), daemon=True).start()
         try:

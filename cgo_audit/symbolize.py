@@ -18,8 +18,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
 
 from cgo_audit.sampler import ExecutableMapping
 
@@ -69,6 +67,9 @@ def find_llvm_symbolizer() -> str | None:
 @lru_cache(maxsize=64)
 def _load_deltas(path: str) -> tuple[tuple[int, int, int], ...]:
     """(p_offset, p_filesz, p_vaddr - p_offset) of each PT_LOAD of a file."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
     try:
         with open(path, "rb") as stream:
             return tuple((int(seg["p_offset"]), int(seg["p_filesz"]), int(seg["p_vaddr"]) - int(seg["p_offset"]))
@@ -230,6 +231,9 @@ def _addr2line_shift(path: str) -> int:
     code first, so every answer would name a function further on. The true
     start is in the runtime's moduledata, the only word in the data that
     points at the pclntab."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
     try:
         with open(path, "rb") as stream:
             elf = ELFFile(stream)
@@ -257,6 +261,9 @@ def _addr2line_shift(path: str) -> int:
 
 @lru_cache(maxsize=64)
 def _is_go_binary(path: str) -> bool:
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
     try:
         with open(path, "rb") as stream:
             return ELFFile(stream).get_section_by_name(".gopclntab") is not None
