@@ -157,13 +157,16 @@ class Limit:
     """A ceiling the process cannot grow a metric past."""
 
     value: float
-    name: str          # "the open-file limit (RLIMIT_NOFILE)"
+    name: str          # "the open-file limit (256)"
+    margin: float | None = None   # how close counts as at it (default: limit_margin)
 
 
 def limit_margin(metric: Metric, limit: Limit) -> float:
     """How close to a limit counts as having reached it: the metric's noise
     floor (a server at EMFILE still closes and reopens a few fds), or 2% of
     a large limit (memory is measured in pages, and the kernel reclaims some)."""
+    if limit.margin is not None:
+        return limit.margin
     return max(metric.floor, 0.02 * limit.value)
 
 

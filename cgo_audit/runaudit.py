@@ -76,6 +76,7 @@ class ProgramSample:
     go_stamp: float | None = None  # requests or seconds when the Go side was read (it lags)
     incarnation: int = 0           # which start of the program (restarts after an OOM kill)
     vms_bytes: int | None = None   # virtual size (RLIMIT_AS limits it)
+    c_untracked: int | None = None # allocations the shim's full side table could not count
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -142,6 +143,12 @@ def _limited_series(metric: analysis.Metric, have: Sequence[ProgramSample],
     elif metric.key in MEMORY_METRICS:
         found.append(([float(s.rss_bytes) for s in have], limits.get(proclimits.RESIDENT, ())))
         found.append(([float(s.vms_bytes or 0) for s in have], limits.get(proclimits.VIRTUAL, ())))
+    if metric.key in (analysis.C_BYTES.key, analysis.C_ALLOCS.key) and have:
+        # The shim's own capacity: once its side table is full, new blocks go
+        # uncounted and the C heap it reports stops growing.
+        base = have[0].c_untracked or 0
+        found.append(([float((s.c_untracked or 0) - base) for s in have],
+                      [analysis.Limit(1, "the shim's side-table capacity (later blocks went uncounted)", margin=0)]))
     return found
 
 
@@ -290,7 +297,8 @@ def _sampler(session: ShimSession, settings: RunSettings, load: HttpLoad | None,
             rss_bytes=process.target_rss_bytes, fds=process.num_fds, sockets=process.num_sockets,
             threads=process.num_threads, goroutines=go.goroutines if go else None,
             go_heap_bytes=go.heap_live_bytes if go else None, go_stamp=go.stamp if go else None,
-            incarnation=incarnation, vms_bytes=process.vms_bytes)
+            incarnation=incarnation, vms_bytes=process.vms_bytes,
+            c_untracked=cheap.untracked_allocs if cheap else None)
         with lock:
             samples.append(sample)
             if "limits" not in early:   # read once per start: a program may raise its own soft limits
