@@ -273,7 +273,10 @@ def decide(growth: Mapping[str, Growth], *, c_heap_measured: bool = True,
     # too little evidence or an unsettled shape is said, not called clean.
     if too_little and not ordered:
         incomplete.append((INCONCLUSIVE, too_little))
-    unsettled = [key for key in undecided if growth[key].unsettled]
+    # Only a counted metric's unsettled shape holds the verdict back: a
+    # measured one (Go heap, RSS) carries noise that no number of runs takes
+    # away, and its shape is said in the notes.
+    unsettled = [key for key in undecided if growth[key].unsettled and METRIC_BY_KEY[key].counted]
     if unsettled and not too_little and not ordered:
         labels = ", ".join(METRIC_BY_KEY[key].label for key in unsettled)
         incomplete.append((UNDECIDED_VERDICT, f"still undecided after the largest runs: {labels} "

@@ -321,7 +321,29 @@ def cut_short(record: RunRecord, duration_s: float | None) -> str | None:
     if record.term_signal is None and record.returncode in (0, None):
         return None
     planned = f", before the {duration_s:.0f}s asked for" if duration_s else ""
-    return f"the program {record.exit_description()} after {record.elapsed_s:.0f}s{planned}"
+    return f"the program ended ({record.exit_description()}) after {record.elapsed_s:.0f}s{planned}"
+
+
+RAW_FIGURES = (("C heap", "c_bytes", "B"), ("C allocations", "c_allocs", ""), ("RSS", "rss_bytes", "B"),
+               ("Go heap", "go_heap_bytes", "B"), ("goroutines", "goroutines", ""), ("fds", "fds", ""),
+               ("threads", "threads", ""))
+
+
+def raw_changes(samples: Sequence[ProgramSample]) -> str | None:
+    """What the samples of an inconclusive run still say: each figure's
+    change from the first to the last, with the span."""
+    if len(samples) < 2:
+        return None
+    first, last = samples[0], samples[-1]
+    parts = []
+    for label, key, unit in RAW_FIGURES:
+        start, end = getattr(first, key), getattr(last, key)
+        if start is None or end is None:
+            continue
+        change = end - start
+        parts.append(f"{label} {'+' if change >= 0 else ''}{change}{' B' if unit else ''} ({start} to {end})")
+    requests = f", {(last.ops or 0) - (first.ops or 0)} requests" if last.ops is not None else ""
+    return f"measured over {last.time_s - first.time_s:.1f}s{requests}: " + ", ".join(parts)
 
 
 def _conclude(settings: RunSettings, starts: list[tuple[RunRecord, dict[str, object]]],
@@ -348,6 +370,10 @@ def _conclude(settings: RunSettings, starts: list[tuple[RunRecord, dict[str, obj
     if len(starts) > 1:
         notes.append(f"the program was started {len(starts)} times ({'; '.join(ends)}); "
                      f"verdict from start {chosen + 1}, the longest")
+    elif verdicts.main == analysis.INCONCLUSIVE:
+        figures = raw_changes([s for s in by_start[chosen] if s.time_s >= usable[0].time_s] if usable else by_start[chosen])
+        if figures:
+            notes.append(figures)
     elif record.memory_limit_hit or record.crashed or (record.returncode not in (0, None) and not record.stopped):
         notes.append(f"the program {record.exit_description()}; verdict from the {series.seen} samples taken before")
     unmeasured = () if c_measured else (analysis.C_BYTES.key, analysis.C_ALLOCS.key)
