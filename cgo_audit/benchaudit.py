@@ -111,7 +111,11 @@ def planned_sizes(budget: Budget) -> list[int]:
     return sorted({max(2, budget.ops >> shift) for shift in (3, 2, 1, 0)})
 
 
-def analyse(points: Sequence[RunPoint]) -> tuple[dict[str, analysis.Growth], analysis.Verdicts]:
+def analyse(points: Sequence[RunPoint], preloadable: bool = True
+            ) -> tuple[dict[str, analysis.Growth], analysis.Verdicts]:
+    """Growth of each metric over the runs, and the verdicts. A dynamically
+    linked binary (preloadable) whose runs carry no C heap had it go
+    unmeasured (the shim did not load): that is said, not called clean."""
     usable = sorted(comparable(points), key=lambda p: p.ops)
     growth = {}
     for metric in analysis.METRICS:
@@ -120,7 +124,8 @@ def analyse(points: Sequence[RunPoint]) -> tuple[dict[str, analysis.Growth], ana
             growth[metric.key] = analysis.classify(metric, [p.ops for p in usable], values)
     if analysis.FDS.key in growth and all(p.fds_peak is not None for p in usable):
         growth[analysis.FDS.key] = _fds_at_limit(growth[analysis.FDS.key], usable)
-    return growth, analysis.decide(growth)
+    c_measured = not preloadable or analysis.C_BYTES.key in growth
+    return growth, analysis.decide(growth, c_heap_measured=c_measured)
 
 
 def _fds_at_limit(growth: analysis.Growth, usable: Sequence[RunPoint]) -> analysis.Growth:
@@ -180,7 +185,7 @@ def measure_one(target: BenchTarget, settings: BenchSettings, progress: AuditPro
         return point
 
     def failed(point: RunPoint) -> BenchResult:
-        growth, verdicts = analyse(points)
+        growth, verdicts = analyse(points, target.preloadable)
         return BenchResult(package=target.package.import_path, name=target.full_name, verdicts=verdicts,
                            growth=growth, points=points, notes=notes,
                            error=f"the benchmark {point.status}{_failure_detail(point)}")
@@ -221,7 +226,7 @@ def measure_one(target: BenchTarget, settings: BenchSettings, progress: AuditPro
             return failed(failure)
         notes.append(f"the run at {failure.n} ops {failure.status}{_failure_detail(failure)}: "
                      "verdict from the runs that finished")
-    growth, verdicts = analyse(points)
+    growth, verdicts = analyse(points, target.preloadable)
     extensions = 0
     while (verdicts.undecided and failure is None and not settings.sizes
            and extensions < settings.max_extensions):
@@ -234,7 +239,7 @@ def measure_one(target: BenchTarget, settings: BenchSettings, progress: AuditPro
         if not point.ok:
             notes.append(f"the run at {point.n} ops {point.status}: verdict from the runs before it")
             break
-        growth, verdicts = analyse(points)
+        growth, verdicts = analyse(points, target.preloadable)
         extensions += 1
     if verdicts.undecided:
         notes.append("undecided after the largest runs: " + ", ".join(verdicts.undecided))

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from cgo_audit.analysis import Growth, Verdicts
+from cgo_audit.analysis import C_ALLOCS, C_BYTES, C_HEAP_NOT_MEASURED, Growth, Verdicts
 from cgo_audit.gctrace import parse_gctrace
 from cgo_audit.region import StackRecord
 from cgo_audit.runner import RunRecord, Snapshot
@@ -201,7 +201,10 @@ class Findings:
 
     def measured_per_op(self, key: str) -> float | None:
         """Growth per op of a metric, None when it applies but was not measured."""
-        return None if key in self.unmeasured and key not in self.growth else self.per_op(key)
+        c_heap_missing = C_HEAP_NOT_MEASURED in self.verdicts.all and key in (C_BYTES.key, C_ALLOCS.key)
+        if key not in self.growth and (key in self.unmeasured or c_heap_missing):
+            return None
+        return self.per_op(key)
 
     @property
     def is_leak(self) -> bool:
