@@ -55,6 +55,8 @@ RSS = Metric("rss_bytes", "RSS", "B", 4 * 1024 * 1024)
 C_PEAK = Metric("c_peak_bytes", "C heap peak", "B", 4 * 1024 * 1024)
 GO_MAPPED = Metric("go_mapped_bytes", "memory mapped by Go", "B", 4 * 1024 * 1024)
 # Threads are fitted for run and watch only (a benchmark's thread count is the runtime's business).
+# The runtime starts threads as load asks: only a steady rise (or one stopped
+# at a limit) is a leak, never a slow, unsettled one.
 THREADS = Metric("threads", "threads", "threads", 3, tail_share=0.8, counted=True)
 METRICS = (C_BYTES, C_ALLOCS, GO_HEAP, GOROUTINES, FDS, RSS, C_PEAK, GO_MAPPED)
 METRIC_BY_KEY = {metric.key: metric for metric in (*METRICS, THREADS)}
@@ -267,7 +269,7 @@ def decide(growth: Mapping[str, Growth], *, c_heap_measured: bool = True,
         found.append(THREAD_LEAK)
     ordered = tuple(v for v in VERDICT_ORDER if v in found)
     undecided = tuple(key for key, g in growth.items()
-                      if g.shape in UNDECIDED and key not in (RSS.key, C_PEAK.key, GO_MAPPED.key))
+                      if g.shape in UNDECIDED and key not in (RSS.key, C_PEAK.key, GO_MAPPED.key, THREADS.key))
     incomplete: list[tuple[str, str]] = []
     # A leak that shows is a leak however little else is known; without one,
     # too little evidence or an unsettled shape is said, not called clean.
