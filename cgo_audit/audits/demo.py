@@ -16,8 +16,9 @@ from pathlib import Path
 
 from cgo_audit.driver import build_go_command
 from cgo_audit.errors import AuditError
-from cgo_audit.gotool import go_executable
-from cgo_audit.runaudit import ProgramResult, RunSettings, audit_program
+from cgo_audit.toolchain.gotool import go_executable
+from cgo_audit.audits.run import RunSettings, audit_program
+from cgo_audit.model import ProgramResult
 from cgo_audit.sources import PACKAGE_DIR
 
 # Long keys make each request leak 8 KB instead of 26 bytes, so the memory

@@ -9,7 +9,7 @@ from pathlib import Path
 from string import Template
 from typing import Iterable
 
-from cgo_audit.gotool import GoPackage
+from cgo_audit.toolchain.gotool import GoPackage
 from cgo_audit.sources import go_template
 
 WRAPPER_PREFIX = "Benchmark_cgoaudit_"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from cgo_audit.analysis import C_BYTES, CGO_LEAK, CLEAN, GO_HEAP, GO_HEAP_LEAK, RSS, RSS_UNEXPLAINED
+from cgo_audit.verdicts.analysis import C_BYTES, CGO_LEAK, CLEAN, GO_HEAP, GO_HEAP_LEAK, RSS, RSS_UNEXPLAINED
 from cgo_audit.errors import AuditError
 from cgo_audit.model import Findings
 
