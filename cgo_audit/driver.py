@@ -17,9 +17,9 @@ from typing import Any, Mapping, Sequence
 import psutil
 
 from cgo_audit.errors import AuditError
-from cgo_audit.shim.region import CHeap
 from cgo_audit.measure.runner import ShimSession, failure_line, settled_state
 from cgo_audit.measure.sampler import ProcessSample, sample_process
+from cgo_audit.shim.region import CHeap
 
 GO_HEAP_LIVE = "/gc/heap/live:bytes"
 GO_GOROUTINES = "/sched/goroutines:goroutines"

@@ -7,11 +7,11 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
-from cgo_audit.verdicts.analysis import Growth, Verdicts
-from cgo_audit.toolchain.gctrace import parse_gctrace
-from cgo_audit.shim.region import StackRecord
 from cgo_audit.measure.runner import RunRecord, Snapshot
 from cgo_audit.measure.sampler import ExecutableMapping
+from cgo_audit.shim.region import StackRecord
+from cgo_audit.toolchain.gctrace import parse_gctrace
+from cgo_audit.verdicts.analysis import Growth, Verdicts
 from cgo_audit.verdicts.sites import Site, stack_deltas
 from cgo_audit.verdicts.symbolize import Symbolizer
 

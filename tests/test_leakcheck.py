@@ -10,9 +10,9 @@ from typing import Iterator, Mapping
 
 import pytest
 
+from cgo_audit.measure.runner import ShimSession
 from cgo_audit.toolchain.gotool import go_executable
 from cgo_audit.toolchain.probe import render_settle
-from cgo_audit.measure.runner import ShimSession
 
 from helpers import FIXTURES, GO_HELPERS, REPO
 

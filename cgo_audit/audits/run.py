@@ -13,17 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from cgo_audit.verdicts import analysis
 from cgo_audit.errors import AuditError
-from cgo_audit.toolchain.endpoint import EndpointPoller
-from cgo_audit.toolchain.layout import LayoutUnavailable, read_layout
-from cgo_audit.toolchain.gotool import link_info
 from cgo_audit.measure.load import HttpLoad
-from cgo_audit.model import ProgramResult, ProgramSample
-from cgo_audit.shim.region import CHeap
 from cgo_audit.measure.runner import RunRecord, ShimSession, run_target
 from cgo_audit.measure.sampler import ProcessSample
+from cgo_audit.model import ProgramResult, ProgramSample
 from cgo_audit.shim.build import build_shim
+from cgo_audit.shim.region import CHeap
+from cgo_audit.toolchain.endpoint import EndpointPoller
+from cgo_audit.toolchain.gotool import link_info
+from cgo_audit.toolchain.layout import LayoutUnavailable, read_layout
+from cgo_audit.verdicts import analysis
 from cgo_audit.verdicts.sites import RunStacks, sites_over_window, stack_deltas
 from cgo_audit.verdicts.symbolize import Symbolizer
 

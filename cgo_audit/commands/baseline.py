@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from cgo_audit.commands.common import EXIT_CLEAN, console as make_console
+from cgo_audit.commands.common import EXIT_CLEAN, make_console
 from cgo_audit.errors import AuditError
 
 HELP = "write a baseline that accepts the leaks of a run"

@@ -7,8 +7,7 @@ import os
 import shlex
 from pathlib import Path
 
-from cgo_audit.commands.common import (add_output_options, add_policy_options, console as make_console, exit_status,
-                                       size_list)
+from cgo_audit.commands.common import add_output_options, add_policy_options, exit_status, make_console, size_list
 
 HELP = "audit a package's benchmarks for leaks"
 DESCRIPTION = ("Build each package's test binary, run every benchmark at several "

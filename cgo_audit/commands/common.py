@@ -26,7 +26,7 @@ def exit_status(results: Sequence[object]) -> int:
     return EXIT_CLEAN
 
 
-def console() -> Console:
+def make_console() -> Console:
     """The console every command prints to."""
     return Console(highlight=False, soft_wrap=True)
 

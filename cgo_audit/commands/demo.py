@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from cgo_audit.commands.common import EXIT_CLEAN, byte_size, console as make_console
+from cgo_audit.commands.common import EXIT_CLEAN, byte_size, make_console
 
 HELP = "the field guide's leak, end to end, as an HTML report"
 DESCRIPTION = ("Run the bundled leaky get_value service under a memory limit until it "

@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from cgo_audit.commands.common import add_policy_options, console as make_console, exit_status, size_list
+from cgo_audit.commands.common import add_policy_options, exit_status, make_console, size_list
 
 HELP = "for go test -exec: run a test binary under the shim and audit it"
 DESCRIPTION = ("go test -exec 'cgo-audit exec' ./... runs each package's test binary "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cgo_audit.commands.common import add_output_options, add_sampling_options, console as make_console, report_program
+from cgo_audit.commands.common import add_output_options, add_sampling_options, make_console, report_program
 
 HELP = "watch a running process for leaks"
 DESCRIPTION = ("Sample a running process (RSS, fds, threads; its C heap if it was "

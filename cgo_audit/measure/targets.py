@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Sequence
 
 from cgo_audit.errors import AuditError
-from cgo_audit.toolchain.layout import LayoutUnavailable, read_layout
-from cgo_audit.toolchain.gotool import GoBuildError, GoPackage, build_test_binary, link_info, list_tests
-from cgo_audit.toolchain.modcache import in_module_cache, writable_copy
 from cgo_audit.model import BENCH_LINE, SKIP_LINE, PackageOutcome
+from cgo_audit.toolchain.gotool import GoBuildError, GoPackage, build_test_binary, link_info, list_tests
+from cgo_audit.toolchain.layout import LayoutUnavailable, read_layout
+from cgo_audit.toolchain.modcache import in_module_cache, writable_copy
 from cgo_audit.toolchain.probe import is_wrapper, locate_benchmarks, write_overlay, wrapper_name
 
 BENCHMARK, TEST = "benchmark", "test"

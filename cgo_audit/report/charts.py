@@ -14,8 +14,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, MaxNLocator
 
-from cgo_audit.verdicts import analysis
 from cgo_audit.model import BenchResult, ProgramResult, ProgramSample, comparable
+from cgo_audit.verdicts import analysis
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from cgo_audit import __version__
-from cgo_audit.verdicts.analysis import C_ALLOCS, C_BYTES, FDS, GO_HEAP, GOROUTINES, RSS
 from cgo_audit.model import AuditReport, BenchResult, Findings, ProgramResult
+from cgo_audit.verdicts.analysis import C_ALLOCS, C_BYTES, FDS, GO_HEAP, GOROUTINES, RSS
 
 SCHEMA_VERSION = 1
 

@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
+from cgo_audit.model import AuditReport, BenchResult, Findings, ProgramResult
 from cgo_audit.verdicts import analysis
 from cgo_audit.verdicts.analysis import C_ALLOCS, C_BYTES, FDS, GO_HEAP, GOROUTINES, RSS, Growth
-from cgo_audit.model import AuditReport, BenchResult, Findings, ProgramResult
 
 VERDICT_STYLE = {analysis.CLEAN: "green", "error": "bold red", "skipped": "dim"}
 WIDTH = 80

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Iterable, Mapping, Sequence
 
-from cgo_audit.verdicts import analysis
 from cgo_audit.errors import AuditError
-from cgo_audit.toolchain.gotool import go_executable
-from cgo_audit.shim.region import StackRecord
 from cgo_audit.measure.sampler import ExecutableMapping
+from cgo_audit.shim.region import StackRecord
+from cgo_audit.toolchain.gotool import go_executable
+from cgo_audit.verdicts import analysis
 from cgo_audit.verdicts.symbolize import Frame, Symbolizer
 
 # Frames that only carry a cgo call across the boundary.
