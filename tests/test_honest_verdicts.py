@@ -13,8 +13,8 @@ import xml.etree.ElementTree as ET
 import psutil
 import pytest
 
-from cgo_audit import analysis
-from cgo_audit.load import HttpLoad
+from cgo_audit.measure.load import HttpLoad
+from cgo_audit.verdicts import analysis
 
 from helpers import SERVER_CWD, audit_json, free_port, run_cli, write_module
 

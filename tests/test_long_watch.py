@@ -11,12 +11,13 @@ import tracemalloc
 import pytest
 
 from cgo_audit import analysis
-from cgo_audit.load import HttpLoad
-from cgo_audit.region import CHeap
-from cgo_audit.runaudit import ProgramSample, RunSettings, _sampler, analyse_series
-from cgo_audit.runner import ShimSession
-from cgo_audit.sampler import ProcessSample
-from cgo_audit.series import BoundedSeries
+from cgo_audit.audits.run import RunSettings, _sampler, analyse_series
+from cgo_audit.measure.load import HttpLoad
+from cgo_audit.measure.runner import ShimSession
+from cgo_audit.measure.sampler import ProcessSample
+from cgo_audit.measure.series import BoundedSeries
+from cgo_audit.model import ProgramSample
+from cgo_audit.shim.region import CHeap
 
 from helpers import SERVER_CWD, audit_json, free_port
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Generic, Sequence, TypeVar
 
-from cgo_audit.region import StackRecord
-from cgo_audit.series import BoundedSeries
+from cgo_audit.measure.series import BoundedSeries
+from cgo_audit.shim.region import StackRecord
 
 S = TypeVar("S")
 StackKey = tuple[tuple[int, ...], bool]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 
-from cgo_audit.elfheaders import PT_INTERP, NotElf, open_headers
+from cgo_audit.toolchain.elfheaders import PT_INTERP, NotElf, open_headers
 from cgo_audit.errors import AuditError
 
 LIST_FIELDS = ("ImportPath,Dir,Name,Module,GoFiles,CgoFiles,TestGoFiles,XTestGoFiles,"

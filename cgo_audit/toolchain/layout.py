@@ -17,8 +17,8 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from cgo_audit.elfheaders import EM_X86_64, PT_TLS, ElfHeaders, NotElf, open_headers
-from cgo_audit.shimbuild import cache_dir
+from cgo_audit.shim.build import cache_dir
+from cgo_audit.toolchain.elfheaders import EM_X86_64, PT_TLS, ElfHeaders, NotElf, open_headers
 
 if TYPE_CHECKING:
     from elftools.elf.elffile import ELFFile

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 
-from cgo_audit.sampler import ExecutableMapping
+from cgo_audit.measure.sampler import ExecutableMapping
 
 
 # Generous: a large binary's first lookup reads all of its DWARF.

@@ -9,28 +9,28 @@ import os
 import shutil
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
-from cgo_audit import analysis
-from cgo_audit import limits as proclimits
 from cgo_audit.errors import AuditError
-from cgo_audit.golayout import LayoutUnavailable, read_layout
-from cgo_audit.gotool import has_c_code, link_info
-from cgo_audit.model import Findings
-from cgo_audit.region import CHeap
-from cgo_audit.runner import RunRecord, ShimSession, run_target
-from cgo_audit.sampler import ProcessSample
-from cgo_audit.series import DEFAULT_CAPACITY, BoundedSeries
-from cgo_audit.shimbuild import build_shim
-from cgo_audit.sites import RunStacks, measure_sites, stack_deltas
-from cgo_audit.stacktimeline import StackTimeline
-from cgo_audit.symbolize import Symbolizer
+from cgo_audit.measure import limits as proclimits
+from cgo_audit.measure.runner import RunRecord, ShimSession, run_target
+from cgo_audit.measure.sampler import ProcessSample
+from cgo_audit.measure.series import DEFAULT_CAPACITY, BoundedSeries
+from cgo_audit.measure.stacktimeline import StackTimeline
+from cgo_audit.model import ProgramResult, ProgramSample
+from cgo_audit.shim.build import build_shim
+from cgo_audit.shim.region import CHeap
+from cgo_audit.toolchain.gotool import has_c_code, link_info
+from cgo_audit.toolchain.layout import LayoutUnavailable, read_layout
+from cgo_audit.verdicts import analysis
+from cgo_audit.verdicts.sites import RunStacks, measure_sites, stack_deltas
+from cgo_audit.verdicts.symbolize import Symbolizer
 
 if TYPE_CHECKING:   # imported where used: HTTP clients cost start-up time a run without them need not pay
-    from cgo_audit.goendpoint import EndpointPoller
-    from cgo_audit.load import HttpLoad
+    from cgo_audit.measure.load import HttpLoad
+    from cgo_audit.toolchain.endpoint import EndpointPoller
 
 # Checkpoints along the run, as fractions of it: doubling, like bench's sizes,
 # so a plateau and a steady slope look the same to the classifier.
@@ -58,46 +58,7 @@ class RunSettings:
     max_samples: int = DEFAULT_CAPACITY      # kept samples; older ones are thinned evenly beyond it
 
 
-@dataclass
-class ProgramSample:
-    """One reading of the running program."""
-
-    time_s: float
-    ops: int | None                # requests completed by --load, when there is one
-    c_bytes: int | None
-    c_allocs: int | None
-    c_peak_bytes: int | None
-    rss_bytes: int
-    fds: int
-    sockets: int
-    threads: int
-    goroutines: int | None
-    go_heap_bytes: int | None
-    go_stamp: float | None = None  # requests or seconds when the Go side was read (it lags)
-    incarnation: int = 0           # which start of the program (restarts after an OOM kill)
-    vms_bytes: int | None = None   # virtual size (RLIMIT_AS limits it)
-    c_untracked: int | None = None # allocations the shim's full side table could not count
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
-
-
 GO_SIDE = ("goroutines", "go_heap_bytes")
-
-
-@dataclass(kw_only=True)
-class ProgramResult(Findings):
-    argv: list[str]
-    per: str                       # what an "op" is: "request" (with --load) or "second"
-    samples: list[ProgramSample]
-    record: RunRecord | None = field(default=None, repr=False)   # the start the verdict comes from
-    missing: list[str] = field(default_factory=list)   # figures not measured, and why
-    ends: list[str] = field(default_factory=list)       # how each start of the program ended
-    samples_seen: int = 0          # samples taken in all (samples keeps a bounded, evenly thinned part)
-
-    @property
-    def name(self) -> str:
-        return " ".join(self.argv)
 
 
 def resolve_program(argv0: str, cwd: Path) -> Path | None:
@@ -225,7 +186,7 @@ def audit_program(settings: RunSettings, progress: Progress = lambda _: None) ->
         missing.append("goroutines and Go heap: no --pprof URL (serve net/http/pprof and pass its address)")
     load = None
     if settings.load_urls:
-        from cgo_audit.load import HttpLoad
+        from cgo_audit.measure.load import HttpLoad
 
         load = HttpLoad(settings.load_urls, settings.load_concurrency)
     per = "request" if load else "second"
@@ -241,7 +202,7 @@ def audit_program(settings: RunSettings, progress: Progress = lambda _: None) ->
 
         poller = None
         if settings.pprof_url:
-            from cgo_audit.goendpoint import EndpointPoller
+            from cgo_audit.toolchain.endpoint import EndpointPoller
 
             poller = EndpointPoller(settings.pprof_url, settings.interval_s, stamp)
         if load is not None:

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from cgo_audit.analysis import Limit
+from cgo_audit.verdicts.analysis import Limit
 
 UNLIMITED = "unlimited"
 # cgroup v1 writes "no limit" as the largest page-aligned int64.
