@@ -10,7 +10,6 @@ import tracemalloc
 
 import pytest
 
-from cgo_audit import analysis
 from cgo_audit.audits.run import RunSettings, _sampler, analyse_series
 from cgo_audit.measure.load import HttpLoad
 from cgo_audit.measure.runner import ShimSession
@@ -18,6 +17,7 @@ from cgo_audit.measure.sampler import ProcessSample
 from cgo_audit.measure.series import BoundedSeries
 from cgo_audit.model import ProgramSample
 from cgo_audit.shim.region import CHeap
+from cgo_audit.verdicts import analysis
 
 from helpers import SERVER_CWD, audit_json, free_port
 
