@@ -5,7 +5,13 @@ slope."""
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
+
+from cgo_audit.measure.load import HttpLoad
+from cgo_audit.measure.runner import ShimSession
+from cgo_audit.toolchain.layout import read_layout
 
 from helpers import FIXTURES, SERVER_CWD, audit_json, free_port, source_line
 
@@ -53,3 +59,36 @@ def test_sampled_stacks_say_what_they_miss(tmp_path, leakyserver):
     named = sum(s["bytes_per_op"] for s in program["sites"])
     if named < 0.95 * program["c_leak_bytes_per_op"]:
         assert any("--stacks all counts every one" in note for note in program["notes"]), program["notes"]
+
+
+def test_watch_names_sites_of_a_process_started_under_the_shim(tmp_path, shim_path, leakyserver):
+    """watch reads the stacks of a process whose shim records them, and fits
+    them as run does: the sites add up to the C heap's slope (per second)."""
+    port = free_port()
+    with ShimSession(shim_path) as session:
+        env = session.environment(extra={"CGO_AUDIT_STACKS": "all",
+                                         "CGO_AUDIT_GO_LAYOUT": read_layout(leakyserver).environment_value()})
+        server = subprocess.Popen([str(leakyserver), "-addr", f"127.0.0.1:{port}", "-mode", "leaky"],
+                                  cwd=SERVER_CWD, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        load = HttpLoad([f"http://127.0.0.1:{port}/value?key=timeout"])
+        try:
+            assert load.wait_ready(20)
+            load.start()
+            proc, report = audit_json(tmp_path, str(server.pid), "--duration", "4", "--interval", "0.25",
+                                      command="watch")
+        finally:
+            load.stop()
+            server.kill()
+            server.wait()
+    program = report["program"]
+    # Per second the slope follows the load's pace, which a busy machine
+    # makes uneven: sites are named once the C heap's growth is a leak.
+    assert program["verdict"] in ("cgo-leak", "undecided"), proc.stdout
+    if program["verdict"] == "cgo-leak":
+        sites = program["sites"]
+        assert {s["function"].rsplit(".", 1)[-1] for s in sites} == {"GetValueLeaky"}, sites
+        # "testdata/app.conf" and "timeout", with their NULs: 18 and 8 bytes a call.
+        by_call = sorted(sites, key=lambda s: s["call"])
+        assert by_call[0]["bytes_per_op"] / by_call[1]["bytes_per_op"] == pytest.approx(18 / 8, rel=0.02)
+        total = sum(s["bytes_per_op"] for s in sites) + program["runtime_c_bytes_per_op"]
+        assert total == pytest.approx(program["c_leak_bytes_per_op"], rel=1e-9)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 from cgo_audit.errors import AuditError
 from cgo_audit.measure import limits as proclimits
 from cgo_audit.measure.runner import RunRecord, ShimSession, run_target
-from cgo_audit.measure.sampler import ProcessSample
+from cgo_audit.measure.sampler import ExecutableMapping, ProcessSample
 from cgo_audit.measure.series import DEFAULT_CAPACITY, BoundedSeries
 from cgo_audit.measure.stacktimeline import StackTimeline
 from cgo_audit.model import ProgramResult, ProgramSample
@@ -346,16 +346,18 @@ def _conclude(settings: RunSettings, starts: list[tuple[RunRecord, dict[str, obj
     timeline = early.get("timeline")
     if settings.stacks != "off" and analysis.CGO_LEAK in verdicts.all and isinstance(timeline, StackTimeline) \
             and record.maps:
-        _attribute(result, settings, timeline, usable, per, record)
+        attribute_sites(result, timeline, usable, per, record.maps,
+                        settings.sample_bytes if settings.stacks == "sampled" else 0)
     return result
 
 
-def _attribute(result: ProgramResult, settings: RunSettings, timeline: StackTimeline[ProgramSample],
-               usable: Sequence[ProgramSample], per: str, record: RunRecord) -> None:
+def attribute_sites(result: ProgramResult, timeline: StackTimeline[ProgramSample], usable: Sequence[ProgramSample],
+                    per: str, maps: Sequence[ExecutableMapping], period: int) -> None:
     """Leak sites, fitted over the checkpoints of the readings that carry
-    stacks. The C heap's own figures are fitted on those same readings, so
-    that (with every allocation's stack counted) the sites add up to them:
-    a least-squares slope is linear in what it fits."""
+    stacks (period > 0: sampled ones, scaled up). The C heap's own figures
+    are fitted on those same readings, so that (with every allocation's
+    stack counted) the sites add up to them: a least-squares slope is
+    linear in what it fits. For run and watch alike."""
     first = usable[0] if usable else None
     readings = [r for r in timeline.items() if first is not None and r.sample.time_s >= first.time_s
                 and (per != "request" or r.sample.ops)]
@@ -373,10 +375,9 @@ def _attribute(result: ProgramResult, settings: RunSettings, timeline: StackTime
             result.growth[key] = replace(refit[key], limit_name=old.limit_name, limit_value=old.limit_value,
                                          limit_reached_at=old.limit_reached_at, limit_reached_s=old.limit_reached_s)
     base = timeline.records(readings[picks[0]])
-    runs = [RunStacks(xs[i] - xs[picks[0]], stack_deltas(base, timeline.records(readings[i])), record.maps)
+    runs = [RunStacks(xs[i] - xs[picks[0]], stack_deltas(base, timeline.records(readings[i])), maps)  # type: ignore[arg-type]
             for i in picks[1:]]
     symbolizer = Symbolizer([])
-    period = settings.sample_bytes if settings.stacks == "sampled" else 0
     result.sites, result.runtime_c_bytes_per_op = measure_sites(runs, symbolizer, period)  # type: ignore[arg-type]
     result.sample_period_bytes = period
     result.symbolizer = symbolizer

@@ -14,12 +14,13 @@ from typing import Callable, Sequence
 import psutil
 from rich.table import Table
 
-from cgo_audit.audits.run import analyse_series
+from cgo_audit.audits.run import analyse_series, attribute_sites
 from cgo_audit.errors import AuditError
 from cgo_audit.measure import limits as proclimits
 from cgo_audit.measure.runner import REGION_DIR_ENV
-from cgo_audit.measure.sampler import sample_process
+from cgo_audit.measure.sampler import read_maps, sample_process
 from cgo_audit.measure.series import DEFAULT_CAPACITY, BoundedSeries
+from cgo_audit.measure.stacktimeline import StackTimeline
 from cgo_audit.model import ProgramResult, ProgramSample
 from cgo_audit.shim.region import Region, latest_region_of
 from cgo_audit.toolchain.endpoint import EndpointPoller
@@ -86,6 +87,10 @@ def watch_process(settings: WatchSettings, on_update: Update = lambda _s, _m: No
     poller = (EndpointPoller(settings.pprof_url, settings.interval_s, lambda: time.monotonic() - started)
               if settings.pprof_url else None)
     span = ((int(region.raw.header.map_start), int(region.raw.header.map_end)) if region else None)
+    # A process whose shim records stacks gets leak sites, as under run.
+    stack_mode = region.stack_mode() if region else None
+    timeline: StackTimeline[ProgramSample] | None = StackTimeline() if stack_mode and stack_mode.mode else None
+    maps = []
     ended = "was watched until you stopped"
     try:
         if poller:
@@ -96,14 +101,20 @@ def watch_process(settings: WatchSettings, on_update: Update = lambda _s, _m: No
                 ended = "ended while watched"
                 break
             cheap = region.cheap() if region else None
+            stacks = region.stacks() if region and timeline is not None else None
+            maps = read_maps(settings.pid) or maps
             go = poller.latest() if poller else None
-            samples.append(ProgramSample(
+            sample = ProgramSample(
                 time_s=process.time_s, ops=None, c_bytes=cheap.user_live_bytes if cheap else None,
                 c_allocs=cheap.user_live_allocs if cheap else None,
                 c_peak_bytes=cheap.peak_live_bytes if cheap else None, rss_bytes=process.target_rss_bytes,
                 fds=process.num_fds, sockets=process.num_sockets, threads=process.num_threads,
                 goroutines=go.goroutines if go else None, go_heap_bytes=go.heap_live_bytes if go else None,
-                go_stamp=go.stamp if go else None, vms_bytes=process.vms_bytes))
+                go_stamp=go.stamp if go else None, vms_bytes=process.vms_bytes,
+                c_untracked=cheap.untracked_allocs if cheap else None)
+            samples.append(sample)
+            if timeline is not None and stacks is not None:
+                timeline.add(sample, stacks)
             on_update(samples.items(), missing)
             time.sleep(settings.interval_s)
         else:
@@ -125,8 +136,12 @@ def watch_process(settings: WatchSettings, on_update: Update = lambda _s, _m: No
     unmeasured = () if c_measured else (analysis.C_BYTES.key, analysis.C_ALLOCS.key)
     if not any(s.goroutines is not None for s in kept):
         unmeasured += (analysis.GOROUTINES.key, analysis.GO_HEAP.key)
-    return ProgramResult(argv=argv, per="second", samples=kept, missing=missing, verdicts=verdicts,
-                         growth=growth, notes=notes, unmeasured=unmeasured, samples_seen=samples.seen)
+    result = ProgramResult(argv=argv, per="second", samples=kept, missing=missing, verdicts=verdicts,
+                           growth=growth, notes=notes, unmeasured=unmeasured, samples_seen=samples.seen)
+    if timeline is not None and stack_mode is not None and analysis.CGO_LEAK in verdicts.all and maps:
+        period = stack_mode.sample_period_bytes if stack_mode.mode == 2 else 0
+        attribute_sites(result, timeline, kept, "second", maps, period)
+    return result
 
 
 def describe(value: int | None, unit: str) -> str:
