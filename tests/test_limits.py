@@ -5,8 +5,12 @@ never a plateau called clean."""
 from __future__ import annotations
 
 import re
+import resource
+import subprocess
 
 import pytest
+
+from cgo_audit.measure.load import HttpLoad
 
 from helpers import SERVER_CWD, audit_json, free_port, write_module
 
@@ -95,3 +99,28 @@ def test_bench_calls_fds_stopped_at_the_open_file_limit_a_leak(tmp_path):
     assert result["fds_per_op"] == pytest.approx(1.0, rel=0.02)
     text = " ".join(proc.stdout.split())
     assert re.search(rf"grew 1\.0 fd/op until it hit the open-file limit \({FD_LIMIT}\) at 40[01] ops", text), text
+
+
+def test_watch_calls_fds_stopped_at_the_open_file_limit_a_leak(tmp_path, leakyserver):
+    # The server alone runs under the low limit; 20 ms a request: about 50
+    # fds a second, so the climb to the limit takes seconds and is watched.
+    port = free_port()
+    server = subprocess.Popen([str(leakyserver), "-addr", f"127.0.0.1:{port}", "-mode", "pipes", "-delay", "20ms"],
+                              cwd=SERVER_CWD, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT)))
+    load = HttpLoad([f"http://127.0.0.1:{port}/value"], concurrency=1)
+    try:
+        assert load.wait_ready(20)
+        load.start()
+        proc, report = audit_json(tmp_path, str(server.pid), "--duration", "12", "--interval", "0.25",
+                                  command="watch")
+    finally:
+        load.stop()
+        server.kill()
+        server.wait()
+    program = report["program"]
+    assert "fd-leak" in program["verdicts"], proc.stdout + proc.stderr
+    fds = program["growth"]["fds"]
+    assert fds["shape"] == "at-limit" and fds["limit_name"] == f"the open-file limit ({FD_LIMIT})"
+    text = " ".join(proc.stdout.split())
+    assert re.search(rf"until it hit the open-file limit \({FD_LIMIT}\) after \d+ s", text), text
