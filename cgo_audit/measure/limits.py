@@ -5,10 +5,19 @@ there has been exhausted, not bounded (analysis.reached_limit decides)."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from cgo_audit.verdicts.analysis import Limit
+
+@dataclass(frozen=True)
+class Limit:
+    """A ceiling the process cannot grow a metric past."""
+
+    value: float
+    name: str          # "the open-file limit (256)"
+    margin: float | None = None   # how close counts as at it (default: limit_margin)
+
 
 UNLIMITED = "unlimited"
 # cgroup v1 writes "no limit" as the largest page-aligned int64.

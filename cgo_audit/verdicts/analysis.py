@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from typing import Mapping, Sequence
 
+from cgo_audit.measure.limits import Limit
+
 LINEAR, PLATEAU, FLAT, NOISY, GROWING, INSUFFICIENT = (
     "linear", "plateau", "flat", "noisy", "growing", "insufficient")
 # Grew, then stopped at one of the process's limits (open files, threads,
@@ -152,15 +154,6 @@ def classify(metric: Metric, xs: Sequence[float], ys: Sequence[float]) -> Growth
         return Growth(metric.key, NOISY, slope, slope, total, r2, segments)
     # Undecided shapes report the plain fit: a tail slope could rest on one outlier.
     return Growth(metric.key, GROWING, slope, slope, total, r2, segments)
-
-
-@dataclass(frozen=True)
-class Limit:
-    """A ceiling the process cannot grow a metric past."""
-
-    value: float
-    name: str          # "the open-file limit (256)"
-    margin: float | None = None   # how close counts as at it (default: limit_margin)
 
 
 def limit_margin(metric: Metric, limit: Limit) -> float:
