@@ -4,15 +4,17 @@ never a plateau called clean."""
 
 from __future__ import annotations
 
+import json
 import re
 import resource
 import subprocess
+import sys
 
 import pytest
 
 from cgo_audit.measure.load import HttpLoad
 
-from helpers import SERVER_CWD, audit_json, free_port, write_module
+from helpers import REPO, SERVER_CWD, audit_json, free_port, write_module
 
 FD_LIMIT = 256
 
@@ -124,3 +126,29 @@ def test_watch_calls_fds_stopped_at_the_open_file_limit_a_leak(tmp_path, leakyse
     assert fds["shape"] == "at-limit" and fds["limit_name"] == f"the open-file limit ({FD_LIMIT})"
     text = " ".join(proc.stdout.split())
     assert re.search(rf"until it hit the open-file limit \({FD_LIMIT}\) after \d+ s", text), text
+
+
+def test_run_says_a_program_died_at_its_address_space_limit(tmp_path, leakyserver):
+    # RLIMIT_AS (ulimit -v) for the audit and the server it starts: each
+    # request leaks 60 KB until a malloc fails, which is fatal to Go.
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    out = tmp_path / "report.json"
+    limit = 2 << 30
+    proc = subprocess.run(
+        [sys.executable, "-m", "cgo_audit", "run", "--json", str(out), "--duration", "60", "--interval", "0.1",
+         "--load", f"{base}/value?key={'k' * 60000}", "--cwd", str(SERVER_CWD), "--", str(leakyserver),
+         "-addr", f"127.0.0.1:{port}", "-mode", "leaky"],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+    program = json.loads(out.read_text())["program"]
+    assert proc.returncode in (1, 2), proc.stdout + proc.stderr
+    assert "exited with status 2" in program["ended"], program["ended"]   # Go's fatal error
+    text = " ".join(proc.stdout.split())
+    # Either enough samples came first (a C leak that ended at the limit), or
+    # it died too soon for a fit, and the report says where it was.
+    if program["verdict"] == "cgo-leak":
+        assert program["growth"]["c_bytes"]["limit_name"] == "the address-space limit (2 GiB)"
+    else:
+        assert program["verdict"] == "inconclusive", program["verdicts"]
+        assert "its virtual memory at the address-space limit (2 GiB) when last sampled" in text, text

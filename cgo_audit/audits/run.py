@@ -285,6 +285,23 @@ def cut_short(record: RunRecord, duration_s: float | None) -> str | None:
     return f"the program ended ({record.exit_description()}) after {record.elapsed_s:.0f}s{planned}"
 
 
+def limit_at_end(last: ProgramSample, limits: Mapping[str, Sequence[analysis.Limit]]) -> str:
+    """", its memory at the address-space limit (2 GiB) when it ended", when
+    the last sample before a program died sat at one of its limits: the
+    likely cause (a failed malloc is fatal to Go), said beside the exit."""
+    held = {proclimits.RESIDENT: last.rss_bytes, proclimits.VIRTUAL: last.vms_bytes,
+            proclimits.FDS: last.fds, proclimits.THREADS: last.threads}
+    metric = {proclimits.RESIDENT: analysis.RSS, proclimits.VIRTUAL: analysis.RSS,
+              proclimits.FDS: analysis.FDS, proclimits.THREADS: analysis.THREADS}
+    for key, value in held.items():
+        for limit in limits.get(key, ()):
+            if value is not None and value >= limit.value - analysis.limit_margin(metric[key], limit):
+                what = {proclimits.RESIDENT: "its resident memory", proclimits.VIRTUAL: "its virtual memory",
+                        proclimits.FDS: "its open files", proclimits.THREADS: "its threads"}[key]
+                return f", {what} at {limit.name} when last sampled"
+    return ""
+
+
 RAW_FIGURES = (("C heap", "c_bytes", "B"), ("C allocations", "c_allocs", ""), ("RSS", "rss_bytes", "B"),
                ("Go heap", "go_heap_bytes", "B"), ("goroutines", "goroutines", ""), ("fds", "fds", ""),
                ("threads", "threads", ""))
@@ -320,9 +337,13 @@ def _conclude(settings: RunSettings, starts: list[tuple[RunRecord, dict[str, obj
     record, early = starts[chosen]
     usable = [s for s in by_start[chosen]
               if s.time_s - by_start[chosen][0].time_s >= settings.warmup_s and (per != "request" or s.ops)]
-    c_measured = not c_heap_applies or any(s.c_bytes is not None for s in usable)
+    # Measured when the shim answered at all; too few usable samples is another matter (inconclusive).
+    c_measured = not c_heap_applies or not by_start[chosen] or any(s.c_bytes is not None for s in by_start[chosen])
+    ended_early = cut_short(record, settings.duration_s)
+    if ended_early and by_start[chosen]:
+        ended_early += limit_at_end(by_start[chosen][-1], early.get("limits") or {})  # type: ignore[arg-type]
     growth, verdicts = analyse_series(usable, per, early.get("limits"),  # type: ignore[arg-type]
-                                      c_heap_measured=c_measured, cut_short=cut_short(record, settings.duration_s))
+                                      c_heap_measured=c_measured, cut_short=ended_early)
     notes = list(verdicts.why_incomplete)
     if series.thinned:
         notes.append(f"{series.seen} samples taken; {len(samples)} kept, evenly spread over the run "
