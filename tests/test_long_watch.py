@@ -42,7 +42,7 @@ def test_series_keeps_first_latest_and_an_even_stride():
     assert series.seen == 1000 and series.stride == 128
 
 
-def test_a_hundred_thousand_samples_through_the_sampling_and_fitting_path():
+def test_a_hundred_thousand_samples_through_the_sampling_and_fitting_path(shim_path):
     """26 B and 2 allocations leaked per request, 25 requests between samples,
     under noise in RSS: 100,000 samples go through the run's sample hook into
     its bounded series, and the fit comes out exact."""
@@ -50,21 +50,11 @@ def test_a_hundred_thousand_samples_through_the_sampling_and_fitting_path():
     samples: BoundedSeries[ProgramSample] = BoundedSeries(settings.max_samples)
     early: dict[str, object] = {}
     load = CountingLoad()
-    hook = _sampler(None, settings, load, None, samples, early, threading.Lock(),  # type: ignore[arg-type]
-                    lambda _: None, 0.0, 0)
-    tracemalloc.start()
-    for i in range(SAMPLES):
-        load.completed = 25 * i
-        live = 1_000_000 + 26 * load.completed
-        process = ProcessSample(time_s=i * 1.0, rss_bytes=(40 << 20) + (i * 7919) % (1 << 20),
-                                shim_rss_bytes=0, num_fds=12, num_sockets=3, num_threads=9)
-        cheap = CHeap(live_bytes=live, live_allocs=2 * load.completed, total_allocs=0, total_frees=0,
-                      total_alloc_bytes=0, total_free_bytes=0, thread_start_live_bytes=0,
-                      thread_start_live_allocs=0, peak_live_bytes=live, ignored_frees=0, failed_allocs=0,
-                      untracked_allocs=0, shim_table_bytes=0)
-        hook(process, cheap, os.getpid())   # type: ignore[arg-type]
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    # A session no program writes to: the hook falls back to the counters it is handed.
+    with ShimSession(shim_path) as session:
+        hook = _sampler(session, settings, load, None, samples, early, threading.Lock(),  # type: ignore[arg-type]
+                        lambda _: None, 0.0, 0)
+        peak = _push_samples(hook, load)
     assert samples.seen == SAMPLES
     assert len(samples) <= CAPACITY + 1
     # A day of samples held in well under a few megabytes.
@@ -112,3 +102,21 @@ def test_watch_keeps_its_samples_bounded(tmp_path, shim_path, leakyserver):
     assert program["verdict"] in ("cgo-leak", "undecided"), proc.stdout
     assert program["c_leak_bytes_per_op"] is not None
     assert program["samples_seen"] > 32 and len(program["samples"]) <= 17
+
+
+def _push_samples(hook, load: CountingLoad) -> int:
+    """Feeds SAMPLES readings to the hook; the Python heap's peak meanwhile."""
+    tracemalloc.start()
+    for i in range(SAMPLES):
+        load.completed = 25 * i
+        live = 1_000_000 + 26 * load.completed
+        process = ProcessSample(time_s=i * 1.0, rss_bytes=(40 << 20) + (i * 7919) % (1 << 20),
+                                shim_rss_bytes=0, num_fds=12, num_sockets=3, num_threads=9)
+        cheap = CHeap(live_bytes=live, live_allocs=2 * load.completed, total_allocs=0, total_frees=0,
+                      total_alloc_bytes=0, total_free_bytes=0, thread_start_live_bytes=0,
+                      thread_start_live_allocs=0, peak_live_bytes=live, ignored_frees=0, failed_allocs=0,
+                      untracked_allocs=0, shim_table_bytes=0)
+        hook(process, cheap, os.getpid())   # type: ignore[arg-type]
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak

@@ -21,7 +21,7 @@ from cgo_audit.measure.series import DEFAULT_CAPACITY, BoundedSeries
 from cgo_audit.measure.stacktimeline import StackTimeline
 from cgo_audit.model import ProgramResult, ProgramSample
 from cgo_audit.shim.build import build_shim
-from cgo_audit.shim.region import CHeap
+from cgo_audit.shim.region import CHeap, Region, StackRecord, latest_region_of
 from cgo_audit.toolchain.gotool import has_c_code, link_info
 from cgo_audit.toolchain.layout import LayoutUnavailable, read_layout
 from cgo_audit.verdicts import analysis
@@ -222,6 +222,9 @@ def audit_program(settings: RunSettings, progress: Progress = lambda _: None) ->
                                                        progress, offset, incarnation),
                                     stop_after_s=remaining, memory_limit_bytes=settings.memory_limit_bytes)
                 starts.append((record, early))
+                region = early.pop("region", None)
+                if isinstance(region, Region):
+                    region.close()
                 if record.stopped or (record.returncode == 0 and not record.memory_limit_hit):
                     break  # asked to stop, or it ended on its own
         finally:
@@ -245,13 +248,14 @@ def _sampler(session: ShimSession, settings: RunSettings, load: HttpLoad | None,
     time axis with the others', tagged with which start they belong to."""
     def on_sample(process: ProcessSample, cheap: CHeap | None, pid: int) -> None:
         go = poller.latest() if poller else None
-        stacks = None
-        if settings.stacks != "off" and cheap is not None and process.time_s >= settings.warmup_s:
-            # The C heap and its stacks read together, so the sites add up to it.
-            together, stacks = session.main_state(pid, stacks=True)
-            cheap = together or cheap
+        want_stacks = settings.stacks != "off" and process.time_s >= settings.warmup_s
+        ops, mine, stacks = _read_together(session, pid, early, load, want_stacks) if cheap is not None \
+            else (None, None, None)
+        if mine is None:
+            ops = load.completed if load else None
+        cheap = mine or cheap
         sample = ProgramSample(
-            time_s=offset + process.time_s, ops=load.completed if load else None,
+            time_s=offset + process.time_s, ops=ops,
             c_bytes=cheap.user_live_bytes if cheap else None,
             c_allocs=cheap.user_live_allocs if cheap else None,
             c_peak_bytes=cheap.peak_live_bytes if cheap else None,
@@ -270,6 +274,31 @@ def _sampler(session: ShimSession, settings: RunSettings, load: HttpLoad | None,
         progress(sample)
 
     return on_sample
+
+
+def _read_together(session: ShimSession, pid: int, early: dict[str, object], load: HttpLoad | None,
+                   stacks: bool) -> tuple[int | None, CHeap | None, list[StackRecord] | None]:
+    """Requests completed, the C heap, and (if asked) its stacks, read back
+    to back from the program's region, kept open for the whole start: no
+    system call between the request count and the counters (one would let
+    the load's threads run, and requests completed in between would count
+    against a heap read before them), so the slope per request is exact."""
+    region = early.get("region")
+    if region is None:
+        path = latest_region_of(session.directory, pid)
+        if path is None:
+            return None, None, None
+        try:
+            region = Region(path)
+        except (OSError, ValueError):
+            return None, None, None
+        early["region"] = region
+    assert isinstance(region, Region)
+    if not region.ready():
+        return None, None, None
+    ops = load.completed if load else None
+    cheap = region.cheap()
+    return ops, cheap, region.stacks() if stacks else None
 
 
 def cut_short(record: RunRecord, duration_s: float | None) -> str | None:
