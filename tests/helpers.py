@@ -88,3 +88,13 @@ def result_named(report: dict[str, Any], name: str) -> dict[str, Any]:
     matches = [r for r in report["results"] if r["name"] == name]
     assert len(matches) == 1, [r["name"] for r in report["results"]]
     return matches[0]
+
+
+def copy_cstring_module(dest: Path) -> Path:
+    """The cstring fixture as a module of its own outside the checkout (it
+    imports nothing of cgo-audit's), as a user's module would be."""
+    import shutil
+
+    shutil.copytree(FIXTURES / "cstring", dest)
+    (dest / "go.mod").write_text("module example.com/cstring\n\ngo 1.22\n")
+    return dest
