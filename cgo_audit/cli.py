@@ -22,6 +22,7 @@ from rich.markup import escape
 
 from cgo_audit import __version__
 from cgo_audit.errors import AuditError
+from cgo_audit.extras import require_extras
 
 EXIT_CLEAN, EXIT_LEAK, EXIT_ERROR = 0, 1, 2
 
@@ -345,6 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console(highlight=False, soft_wrap=True)
     try:
+        require_extras(args)
         if args.command == "bench":
             return run_bench(args, console)
         if args.command == "run":
