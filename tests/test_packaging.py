@@ -131,9 +131,11 @@ def wheel_venv(dists, tmp_path_factory) -> Path:
 
 
 def test_wheel_built_from_the_sdist_installs_and_finds_26_bytes_per_op(wheel_venv, tmp_path):
-    located = run([wheel_venv / "bin" / "python", "-c",
-                   "import cgo_audit, cgo_audit.sources as s; print(cgo_audit.__file__); print(s.csrc_dir())"],
-                  cwd=tmp_path, env=user_env(tmp_path)).stdout.split()
+    proc = run([wheel_venv / "bin" / "python", "-c",
+                "import cgo_audit, cgo_audit.sources as s; print(cgo_audit.__file__); print(s.csrc_dir())"],
+               cwd=tmp_path, env=user_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    located = proc.stdout.split()
     assert located[0].startswith(str(wheel_venv)) and located[1].endswith("_csrc"), located
     assert_finds_26_bytes(wheel_venv / "bin" / "cgo-audit", tmp_path)
 
