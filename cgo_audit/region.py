@@ -179,6 +179,12 @@ class Region:
         finally:
             os.close(fd)
         self._view = ffi.from_buffer("struct cgo_audit_region *", self._map)
+        self._check_layout()
+
+    def _check_layout(self) -> None:
+        header = self._view.header
+        check_layout(self.path, int(header.magic), int(header.layout_version), int(header.header_size),
+                     int(header.region_size))
 
     @property
     def raw(self) -> Any:
@@ -188,10 +194,8 @@ class Region:
     def ready(self) -> bool:
         """True once the shim has published the region; raises AuditError
         if the shim that wrote it has another layout than this reader."""
-        header = self._view.header
-        check_layout(self.path, int(header.magic), int(header.layout_version), int(header.header_size),
-                     int(header.region_size))
-        return int(header.magic) == MAGIC
+        self._check_layout()
+        return int(self._view.header.magic) == MAGIC
 
     def cheap(self) -> CHeap:
         return read_cheap(self._view)

@@ -6,10 +6,15 @@ the leaky benchmark came out `clean`."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 
 from cgo_audit.cdefs import region_constant, shim_ffi
+from cgo_audit.region import MAGIC, latest_region_of
+from cgo_audit.runner import ShimSession
 from cgo_audit.shimbuild import compile_shim
 from cgo_audit.sources import csrc_dir
 from helpers import assert_one_line_error, copy_cstring_module, run_cli
@@ -45,3 +50,28 @@ def test_a_region_of_another_layout_is_refused_in_one_line(tmp_path, old, new, n
     module = copy_cstring_module(tmp_path / "cstring")
     proc = run_cli("bench", "--dir", str(module), "--sizes", "100,200,300", env={"CGO_AUDIT_SHIM": str(shim)})
     assert_one_line_error(proc, needle, f"this cgo-audit reads layout {VERSION} ", "another cgo-audit version")
+
+
+def test_watch_refuses_a_program_started_under_an_older_shim(tmp_path):
+    shim = shim_with(tmp_path, f"#define CGO_AUDIT_LAYOUT_VERSION {VERSION}",
+                     f"#define CGO_AUDIT_LAYOUT_VERSION {VERSION - 1}")
+    with ShimSession(shim) as session:
+        sleeper = subprocess.Popen(["sleep", "60"], env=session.environment())
+        try:
+            deadline = time.monotonic() + 60
+            while not published(session.directory, sleeper.pid):   # the shim publishes as the program starts
+                assert time.monotonic() < deadline and sleeper.poll() is None, "no region was published"
+                time.sleep(0.05)
+            proc = run_cli("watch", str(sleeper.pid), "--duration", "1")
+        finally:
+            sleeper.kill()
+            sleeper.wait()
+    assert_one_line_error(proc, f"region layout {VERSION - 1} ", "another cgo-audit version")
+
+
+def published(directory, pid: int) -> bool:
+    path = latest_region_of(directory, pid)
+    if path is None:
+        return False
+    with open(path, "rb") as stream:
+        return stream.read(8) == MAGIC.to_bytes(8, sys.byteorder)
