@@ -89,13 +89,13 @@ def test_sdist_and_wheel_carry_every_file_the_tool_reads(dists):
         in_sdist = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
     in_wheel = set(zipfile.ZipFile(wheel).namelist())
     shim_sources = {p.name for p in (REPO / "csrc").iterdir() if p.suffix in (".c", ".h")}
-    go_files = {p.name for p in (REPO / "cgo_audit" / "go").iterdir() if p.is_file()}
     assert {f"csrc/{n}" for n in shim_sources} <= in_sdist
-    assert {f"cgo_audit/go/{n}" for n in go_files} <= in_sdist
     assert {f"cgo_audit/_csrc/{n}" for n in shim_sources} <= in_wheel
-    assert {f"cgo_audit/go/{n}" for n in go_files} <= in_wheel
-    python_files = {str(p.relative_to(REPO)) for p in (REPO / "cgo_audit").rglob("*.py")}
-    assert python_files <= in_wheel
+    # Every file of the package, code or data (templates, tables), in every subpackage.
+    package_files = {str(p.relative_to(REPO)) for p in (REPO / "cgo_audit").rglob("*")
+                     if p.is_file() and "__pycache__" not in p.parts}
+    assert package_files - in_sdist == set()
+    assert package_files - in_wheel == set()
 
 
 def audit_cstring(cgo_audit_exe: Path, tmp: Path, *extra: str, env: dict[str, str] | None = None
