@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import cgo_audit
-from cgo_audit.gotool import go_executable
+from cgo_audit.toolchain.gotool import go_executable
 
 from helpers import REPO, assert_one_line_error, copy_cstring_module
 

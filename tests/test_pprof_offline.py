@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from cgo_audit.gotool import go_executable
+from cgo_audit.toolchain.gotool import go_executable
 from cgo_audit.report import profileproto as pp
 
 from helpers import audit_json, copy_cstring_module, result_named

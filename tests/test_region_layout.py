@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from cgo_audit.cdefs import region_constant, shim_ffi
-from cgo_audit.region import MAGIC, latest_region_of
-from cgo_audit.runner import ShimSession
-from cgo_audit.shimbuild import compile_shim
+from cgo_audit.measure.runner import ShimSession
+from cgo_audit.shim.build import compile_shim
+from cgo_audit.shim.cdefs import region_constant, shim_ffi
+from cgo_audit.shim.region import MAGIC, latest_region_of
 from cgo_audit.sources import csrc_dir
 from helpers import assert_one_line_error, copy_cstring_module, run_cli
 

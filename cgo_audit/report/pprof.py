@@ -11,10 +11,11 @@ from __future__ import annotations
 import gzip
 import time
 from pathlib import Path
+
 from cgo_audit.model import AuditReport, BenchResult, RunPoint
 from cgo_audit.report.profileproto import Function, Label, Line, Location, Mapping, Profile, Sample, ValueType
-from cgo_audit.sites import ShownFrame, readable, unsample
-from cgo_audit.symbolize import Symbolizer
+from cgo_audit.verdicts.sites import ShownFrame, readable, unsample
+from cgo_audit.verdicts.symbolize import Symbolizer
 
 
 class _Builder:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from cgo_audit.cdefs import region_constant, shim_ffi
 from cgo_audit.errors import AuditError
+from cgo_audit.shim.cdefs import region_constant, shim_ffi
 
 REGION_NAME = re.compile(r"^cgo-audit\.(\d+)\.(\d+)\.region$")
 MAGIC = 0x544944554130474F
