@@ -96,6 +96,11 @@ def test_sdist_and_wheel_carry_every_file_the_tool_reads(dists):
                      if p.is_file() and "__pycache__" not in p.parts}
     assert package_files - in_sdist == set()
     assert package_files - in_wheel == set()
+    # `cgo-audit demo`'s Go service and the fixture it calls, with a go.mod of their own.
+    demo = {"cmd/leakyserver/main.go", "cstring/getvalue.go", "cstring/getvalue.c", "cstring/getvalue.h",
+            "cstring/testdata/app.conf"}
+    assert {f"go_fixtures/{n}" for n in demo} <= in_sdist
+    assert {f"cgo_audit/_demo/{n}" for n in demo | {"go.mod"}} <= in_wheel
 
 
 def audit_cstring(cgo_audit_exe: Path, tmp: Path, *extra: str, env: dict[str, str] | None = None
@@ -169,12 +174,27 @@ def test_pipx_install_finds_26_bytes_per_op(source, checkout_copy, dists, tmp_pa
     assert_finds_26_bytes(tmp_path / "bin" / "cgo-audit", tmp_path)
 
 
-@pytest.mark.parametrize("source", ["wheel", "checkout"])
-def test_uv_tool_install_finds_26_bytes_per_op(source, checkout_copy, dists, tmp_path):
+def uv_tool_install(what: str, tmp_path: Path) -> Path:
+    """`uv tool install WHAT` into tmp_path; the installed cgo-audit."""
     uv = shutil.which("uv") or shutil.which("uv", path=str(Path(sys.executable).parent))
     if uv is None:
         pytest.skip("uv is not installed (pip install uv; it is in the test extra)")
     env = user_env(tmp_path, UV_TOOL_DIR=str(tmp_path / "uv-tools"), UV_TOOL_BIN_DIR=str(tmp_path / "bin"))
-    check(run([uv, "tool", "install", tool_sources(checkout_copy, dists)[source]], cwd=tmp_path, env=env),
-          f"uv tool install from the {source}")
-    assert_finds_26_bytes(tmp_path / "bin" / "cgo-audit", tmp_path)
+    check(run([uv, "tool", "install", what], cwd=tmp_path, env=env), f"uv tool install {what}")
+    return tmp_path / "bin" / "cgo-audit"
+
+
+@pytest.mark.parametrize("source", ["wheel", "checkout"])
+def test_uv_tool_install_finds_26_bytes_per_op(source, checkout_copy, dists, tmp_path):
+    assert_finds_26_bytes(uv_tool_install(str(tool_sources(checkout_copy, dists)[source]), tmp_path), tmp_path)
+
+
+def test_with_the_html_extra_the_installed_demo_writes_its_report(dists, tmp_path):
+    exe = uv_tool_install(f"{dists[1]}[html]", tmp_path)
+    page = tmp_path / "demo.html"
+    proc = run([exe, "demo", "--seconds", "6", "--memory-limit", "64MiB", "--html", page], cwd=tmp_path,
+               env=user_env(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "leaky: cgo-leak" in proc.stdout and "fixed: clean" in proc.stdout, proc.stdout
+    assert "cstring.GetValueLeaky getvalue.go" in proc.stdout
+    assert "<svg" in page.read_text()
