@@ -85,6 +85,9 @@ def test_sdist_and_wheel_carry_every_file_the_tool_reads(dists):
     import zipfile
 
     sdist, wheel = dists
+    # The version is written once (cgo_audit/__init__.py); the build reads it from there.
+    assert sdist.name == f"cgo_audit-{cgo_audit.__version__}.tar.gz"
+    assert wheel.name.startswith(f"cgo_audit-{cgo_audit.__version__}-")
     with tarfile.open(sdist) as tar:
         in_sdist = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
     in_wheel = set(zipfile.ZipFile(wheel).namelist())
