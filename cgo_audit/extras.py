@@ -8,9 +8,9 @@ import importlib.util
 
 from cgo_audit.errors import AuditError
 
-# option -> (extra, the modules it brings)
+# option -> (what it makes, extra, the modules the extra brings)
 EXTRAS = {
-    "html": ("html", ("matplotlib",)),
+    "html": ("the HTML report", "html", ("matplotlib",)),
 }
 
 
@@ -20,7 +20,8 @@ def missing_modules(modules: tuple[str, ...]) -> list[str]:
 
 def require_extras(args: argparse.Namespace) -> None:
     """Raises AuditError if an option given on the command line needs an extra that is not installed."""
-    for option, (extra, modules) in EXTRAS.items():
-        if getattr(args, option, None) and missing_modules(modules):
-            raise AuditError(f"--{option} needs the '{extra}' extra ({', '.join(missing_modules(modules))}): "
+    for option, (feature, extra, modules) in EXTRAS.items():
+        missing = missing_modules(modules) if getattr(args, option, None) else []
+        if missing:
+            raise AuditError(f"{feature} (--{option}) needs the '{extra}' extra ({', '.join(missing)}): "
                              f"pip install 'cgo-audit[{extra}]'")

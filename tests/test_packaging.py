@@ -151,7 +151,8 @@ def test_wheel_built_from_the_sdist_installs_and_finds_26_bytes_per_op(wheel_ven
 def test_without_the_html_extra_html_is_refused_in_one_line_and_pprof_works_offline(wheel_venv, tmp_path):
     exe = wheel_venv / "bin" / "cgo-audit"
     proc, _ = audit_cstring(exe, tmp_path, "--html", str(tmp_path / "r.html"))
-    assert_one_line_error(proc, "--html needs the 'html' extra", "pip install 'cgo-audit[html]'")
+    assert_one_line_error(proc, "the HTML report (--html) needs the 'html' extra",
+                          "pip install 'cgo-audit[html]'")
     profile = tmp_path / "leak.pb.gz"
     env = user_env(tmp_path, GOPROXY="off", GOMODCACHE=str(tmp_path / "gomodcache"))
     shutil.rmtree(tmp_path / "cstring")
