@@ -72,7 +72,8 @@ def checkout_copy(tmp_path_factory) -> Path:
 def dists(checkout_copy, tmp_path_factory) -> tuple[Path, Path]:
     """(sdist, wheel built from that sdist)."""
     out = tmp_path_factory.mktemp("dist")
-    check(run([sys.executable, "-m", "build", "--sdist", "--outdir", out, checkout_copy], cwd=out), "building the sdist")
+    check(run([sys.executable, "-m", "build", "--sdist", "--outdir", out, checkout_copy], cwd=out),
+          "building the sdist")
     (sdist,) = out.glob("cgo_audit-*.tar.gz")
     check(run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", out, sdist], cwd=out),
           "building a wheel from the sdist")
