@@ -68,6 +68,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                        help="allocation stacks for leak sites: every allocation (default), sampled, or off")
     bench.add_argument("--sample-bytes", type=int, default=512 * 1024,
                        help="with --stacks sampled: mean bytes between samples (default 512 KiB, like Go)")
+    bench.add_argument("--goarch", help="build for this GOARCH (arm64) with its C cross-compiler, and run "
+                       "under qemu-user when the host is not one (see docs/platforms.md)")
     bench.add_argument("--baseline", type=Path, help="JSON file of accepted known leaks")
     bench.add_argument("--max-leak-bytes-per-op", type=float, metavar="BYTES",
                        help="tolerate byte leaks (C heap, Go heap, RSS) up to this per op (default: none)")
@@ -96,7 +98,7 @@ def run_bench(args: argparse.Namespace, console: Console) -> int:
         directory=args.dir.resolve(), bench_regex=args.bench, sizes=args.sizes,
         run_seconds=args.run_seconds, run_timeout_s=args.timeout,
         tags=[t for t in args.tags.split(",") if t], go_flags=shlex.split(args.go_flags),
-        probe=not args.no_probe, stacks=args.stacks, sample_bytes=args.sample_bytes)
+        probe=not args.no_probe, stacks=args.stacks, sample_bytes=args.sample_bytes, goarch=args.goarch)
     if console.is_terminal and not args.quiet:
         from cgo_audit.report.progress import BarProgress
 

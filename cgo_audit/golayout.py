@@ -79,21 +79,38 @@ def _struct_members(elf: ELFFile) -> dict[str, dict[str, int]]:
     raise LayoutUnavailable("has no runtime.g in its DWARF (not a Go binary?)")
 
 
+# Per architecture: the symbol of g's TLS slot, and where the executable's
+# TLS block sits relative to the thread pointer.
+TLS_G_SYMBOL = {"EM_X86_64": "runtime.tlsg", "EM_AARCH64": "runtime.tls_g"}
+ARCH_NAMES = {"EM_X86_64": "x86-64", "EM_AARCH64": "arm64"}
+# GOARCH of each machine, for the table of layouts without DWARF.
+GOARCH_OF = {"EM_X86_64": "amd64", "EM_AARCH64": "arm64"}
+
+
+def _tls_block_offset(elf: ELFFile, value: int, tls_align: int, tls_size: int) -> int:
+    """A TLS symbol's offset from the thread pointer in the executable.
+    x86-64 (variant II): the block ends at the thread pointer, so it is
+    value - block size. arm64 (variant I): the thread pointer is followed by
+    a 16-byte TCB, then the block, aligned to its own alignment."""
+    align = max(tls_align, 1)
+    if elf["e_machine"] == "EM_AARCH64":
+        return (16 + align - 1) // align * align + value
+    block = (tls_size + align - 1) // align * align
+    return value - block
+
+
 def _tls_g_offset(elf: ELFFile) -> int:
-    """g's slot relative to the thread pointer (x86-64: the executable's TLS
-    block ends at the thread pointer, so the offset is value - block size)."""
+    """g's slot relative to the thread pointer."""
     symtab = elf.get_section_by_name(".symtab")
     if not isinstance(symtab, SymbolTableSection):
         raise LayoutUnavailable("has no symbol table (stripped)")
-    symbols = symtab.get_symbol_by_name("runtime.tlsg")
+    symbols = symtab.get_symbol_by_name(TLS_G_SYMBOL[elf["e_machine"]])
     if not symbols:
-        raise LayoutUnavailable("has no runtime.tlsg (not a cgo binary?)")
+        raise LayoutUnavailable(f"has no {TLS_G_SYMBOL[elf['e_machine']]} (not a cgo binary?)")
     tls = next((seg for seg in elf.iter_segments() if seg["p_type"] == "PT_TLS"), None)
     if tls is None:
         raise LayoutUnavailable("has no TLS segment")
-    align = max(int(tls["p_align"]), 1)
-    block = (int(tls["p_memsz"]) + align - 1) // align * align
-    return int(symbols[0]["st_value"]) - block
+    return _tls_block_offset(elf, int(symbols[0]["st_value"]), int(tls["p_align"]), int(tls["p_memsz"]))
 
 
 def _function_range(elf: ELFFile, name: str) -> tuple[int, int]:
@@ -161,8 +178,8 @@ def read_layout(binary: Path) -> GoLayout:
     try:
         with open(binary, "rb") as stream:
             elf = ELFFile(stream)
-            if elf["e_machine"] != "EM_X86_64":
-                raise LayoutUnavailable(f"is for {elf['e_machine']}; the stack walk supports x86-64 only")
+            if elf["e_machine"] not in TLS_G_SYMBOL:
+                raise LayoutUnavailable(f"is for {elf['e_machine']}; the stack walk supports x86-64 and arm64 only")
             has_symbols = isinstance(elf.get_section_by_name(".symtab"), SymbolTableSection)
             tls_g = _tls_g_offset(elf) if has_symbols else None
             thread_start = _function_range(elf, "x_cgo_thread_start")

@@ -144,10 +144,12 @@ def build_test_binary(package: GoPackage, output: Path, *, overlay: Path | None 
     return output
 
 
-def list_tests(binary: Path, cwd: Path, pattern: str = "^Benchmark", timeout_s: float = 120.0) -> list[str]:
-    """Names the test binary lists for pattern (top-level tests or benchmarks)."""
+def list_tests(binary: Path, cwd: Path, pattern: str = "^Benchmark", timeout_s: float = 120.0,
+               launcher: Sequence[str] = ()) -> list[str]:
+    """Names the test binary lists for pattern (top-level tests or benchmarks);
+    launcher runs it on another platform (qemu-user)."""
     try:
-        proc = subprocess.run([str(binary), f"-test.list={pattern}"], cwd=cwd, capture_output=True,
+        proc = subprocess.run([*launcher, str(binary), f"-test.list={pattern}"], cwd=cwd, capture_output=True,
                               text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise AuditError(f"{binary.name} -test.list did not finish in {timeout_s:.0f}s") from None

@@ -14,7 +14,8 @@ from cgo_audit.errors import AuditError
 from cgo_audit.sources import csrc_dir
 
 SHIM_SOURCES = ("shim.c", "pointer_map.c", "stacks.c")
-SHIM_HEADERS = ("cgo_audit_region.h", "cgo_audit_api.h", "shim_internal.h", "pointer_map.h", "spinlock.h")
+SHIM_HEADERS = ("cgo_audit_region.h", "cgo_audit_api.h", "shim_internal.h", "pointer_map.h", "spinlock.h",
+                "arch.h", "arch_x86_64.h", "arch_arm64.h")
 CFLAGS = ["-O2", "-g", "-fPIC", "-shared", "-fvisibility=hidden", "-Wall", "-Wextra",
           "-fno-omit-frame-pointer"]
 LIBS = ["-ldl", "-lpthread"]
@@ -57,10 +58,11 @@ def compile_shim(output: Path, src: Path | None = None, cc: str | None = None,
     return [line for line in proc.stderr.splitlines() if "warning:" in line]
 
 
-def build_shim() -> Path:
-    """The path of a built shim for the current sources, building it if needed."""
+def build_shim(cross_cc: str | None = None) -> Path:
+    """The path of a built shim for the current sources, building it if
+    needed; with cross_cc, built by that compiler (for another platform)."""
     override = os.environ.get("CGO_AUDIT_SHIM")
-    if override:
+    if override and cross_cc is None:
         if not Path(override).is_file():
             raise AuditError(f"CGO_AUDIT_SHIM names a file that does not exist: {override}")
         return Path(override)
@@ -68,7 +70,9 @@ def build_shim() -> Path:
         src = csrc_dir()
     except FileNotFoundError as exc:
         raise AuditError(str(exc)) from None
-    cc = compiler()
+    cc = compiler() if cross_cc is None else cross_cc
+    if shutil.which(cc) is None:
+        raise AuditError(f"no C compiler: '{cc}' is not on PATH")
     target = cache_dir() / f"shim-{source_digest(src, cc)}" / LIBRARY_NAME
     if target.is_file():
         return target

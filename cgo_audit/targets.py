@@ -13,6 +13,7 @@ from typing import Sequence
 from cgo_audit.errors import AuditError
 from cgo_audit.golayout import LayoutUnavailable, read_layout
 from cgo_audit.gotool import GoBuildError, GoPackage, build_test_binary, link_info, list_tests
+from cgo_audit.platform import Platform, for_goarch
 from cgo_audit.modcache import in_module_cache, writable_copy
 from cgo_audit.model import BENCH_LINE, SKIP_LINE, PackageOutcome
 from cgo_audit.probe import is_wrapper, locate_benchmarks, write_overlay, wrapper_name
@@ -43,20 +44,26 @@ class BenchSettings:
     sample_interval_s: float = 0.05
     jobs: int = os.cpu_count() or 1
     keep_work: bool = False
+    goarch: str | None = None               # build for and run on this GOARCH (None: the host's)
+
+    @property
+    def platform(self) -> Platform:
+        return for_goarch(self.goarch)
 
     def as_dict(self) -> dict[str, object]:
         return {"patterns": list(self.patterns), "directory": str(self.directory),
                 "bench": self.bench_regex, "sizes": list(self.sizes) if self.sizes else None,
                 "run_seconds": self.run_seconds, "tags": list(self.tags), "probe": self.probe,
-                "stacks": self.stacks, "jobs": self.jobs}
+                "stacks": self.stacks, "jobs": self.jobs, "goarch": self.platform.goarch}
 
     def build_env(self) -> dict[str, str]:
         """C and C++ compiled with frame pointers, so the stack walk can name
         their frames too."""
-        if self.stacks == "off":
-            return {}
-        return {name: f"{os.environ.get(name, '-O2 -g')} -fno-omit-frame-pointer"
-                for name in ("CGO_CFLAGS", "CGO_CXXFLAGS")}
+        env = self.platform.build_env()
+        if self.stacks != "off":
+            env.update({name: f"{os.environ.get(name, '-O2 -g')} -fno-omit-frame-pointer"
+                        for name in ("CGO_CFLAGS", "CGO_CXXFLAGS")})
+        return env
 
 
 @dataclass
@@ -150,9 +157,10 @@ def _build(package: GoPackage, settings: BenchSettings, output: Path, overlay: P
                              env=settings.build_env())
 
 
-def _listed(binary: Path, package: GoPackage, kind: str) -> list[str]:
+def _listed(binary: Path, package: GoPackage, kind: str, settings: BenchSettings) -> list[str]:
     prefix = "Benchmark" if kind == BENCHMARK else "Test"
-    return [name for name in list_tests(binary, package.dir, f"^{prefix}") if not is_wrapper(name)]
+    return [name for name in list_tests(binary, package.dir, f"^{prefix}", launcher=settings.platform.launcher())
+            if not is_wrapper(name)]
 
 
 def _chosen(names: Sequence[str], settings: BenchSettings) -> tuple[str, list[str]]:
@@ -176,7 +184,8 @@ def _probed_build(package: GoPackage, settings: BenchSettings, workdir: Path, na
         binary = _build(package, settings, workdir / f"{safe}.test", overlay)
     except GoBuildError as exc:
         return str(exc)
-    listed = set(list_tests(binary, package.dir, "^(Benchmark|Test)_cgoaudit_"))
+    listed = set(list_tests(binary, package.dir, "^(Benchmark|Test)_cgoaudit_",
+                            launcher=settings.platform.launcher()))
     return binary, {n for n in names if wrapper_name(n) in listed}
 
 
@@ -194,10 +203,10 @@ def build_package(package: GoPackage, settings: BenchSettings, workdir: Path
         built = _probed_build(package, settings, workdir, located) if located else None
         if isinstance(built, tuple):
             binary, wrapped = built
-            kind, names = _chosen(_listed(binary, package, BENCHMARK) + _listed(binary, package, TEST), settings)
+            kind, names = _chosen(_listed(binary, package, BENCHMARK, settings) + _listed(binary, package, TEST, settings), settings)
             return binary, kind, names, wrapped, []
     plain = _build(package, settings, workdir / f"{_safe(package.import_path)}.plain.test")
-    existing = _listed(plain, package, BENCHMARK) + _listed(plain, package, TEST)
+    existing = _listed(plain, package, BENCHMARK, settings) + _listed(plain, package, TEST, settings)
     kind, names = _chosen(existing, settings)
     if settings.probe and names:
         built = _probed_build(package, settings, workdir, existing)
@@ -245,6 +254,8 @@ def prepare_package(package: GoPackage, settings: BenchSettings, workdir: Path
         except LayoutUnavailable as exc:
             if settings.stacks != "off":
                 notes.append(f"Go frames cannot be named: the test binary {exc}; leak sites show C frames only")
+    if settings.platform.note():
+        notes.append(settings.platform.note())
     if kind == TEST and settings.only != TEST:
         notes.append("no benchmarks: audited by running this test at several -test.count values")
     targets = [BenchTarget(package, name, binary, name in wrapped, kind, list(notes), layout, link.dynamic)

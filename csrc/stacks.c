@@ -28,6 +28,7 @@
 #include <sys/auxv.h>
 #include <time.h>
 
+#include "arch.h"
 #include "shim_internal.h"
 #include "spinlock.h"
 
@@ -243,13 +244,6 @@ int64_t shim_stack_next_gap(void)
 static inline uintptr_t load(uintptr_t address)
 {
     return *(const uintptr_t *)address;
-}
-
-static inline uintptr_t thread_pointer(void)
-{
-    uintptr_t tp;
-    __asm__("mov %%fs:0, %0" : "=r"(tp));
-    return tp;
 }
 
 static int in_shim(uintptr_t pc)
