@@ -453,6 +453,19 @@ static struct cgo_audit_region *open_region(const char *dir, uint32_t flags)
     return r;
 }
 
+/* musl has no pvalloc: the shim's own (exported, so a program that calls it
+ * links) is glibc's: whole pages, page-aligned, from memalign. */
+static void *pvalloc_from_memalign(size_t size)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t pages = size == 0 ? page : (size + page - 1) & ~(page - 1);
+    if (pages < size) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return real_memalign(page, pages);
+}
+
 static int resolve_all(void)
 {
     real_malloc = dlsym(RTLD_NEXT, "malloc");
@@ -464,6 +477,9 @@ static int resolve_all(void)
     real_memalign = dlsym(RTLD_NEXT, "memalign");
     real_valloc = dlsym(RTLD_NEXT, "valloc");
     real_pvalloc = dlsym(RTLD_NEXT, "pvalloc");
+    if (real_pvalloc == NULL) {
+        real_pvalloc = pvalloc_from_memalign;
+    }
     real_malloc_usable_size = dlsym(RTLD_NEXT, "malloc_usable_size");
     real_pthread_create = dlsym(RTLD_NEXT, "pthread_create");
     return real_malloc && real_calloc && real_realloc && real_free && real_posix_memalign &&
@@ -582,6 +598,12 @@ __attribute__((constructor)) static void shim_constructor(void)
 
 /* ---- interposed entry points -------------------------------------------- */
 
+/* A real allocator call that may call back into an interposed entry point:
+ * musl's calloc calls malloc, and its memalign, posix_memalign and valloc
+ * call aligned_alloc, all through the PLT, so through the shim. The inner
+ * call passes through uncounted; the outer one counts the block once. */
+#define NESTED(call) (tls.reentry++, nested_result = (call), tls.reentry--, nested_result)
+
 /* The shim's own calls between entry points go to these static versions,
  * never through the PLT: loaded by dlopen (in-process tests), the global
  * malloc would be glibc's. shim_malloc is inlined, as the accounting is:
@@ -636,7 +658,8 @@ EXPORT void *calloc(size_t n, size_t size)
         return real_calloc ? real_calloc(n, size) : bootstrap_alloc(bytes);
     }
     unsigned tag = origin_tag(bytes, 0);
-    void *p = real_calloc(n, size);
+    void *nested_result;
+    void *p = NESTED(real_calloc(n, size));
     if (LIKELY(p != NULL)) {
         record_alloc(p, bytes, tag);
     } else {
@@ -714,8 +737,9 @@ EXPORT void *reallocarray(void *p, size_t n, size_t size)
         }                                \
         return real args;                \
     }                                    \
-    unsigned tag = origin_tag(bytes, 0);    \
-    void *p = real args;                 \
+    unsigned tag = origin_tag(bytes, 0); \
+    void *nested_result;                 \
+    void *p = NESTED(real args);         \
     if (p != NULL) {                     \
         record_alloc(p, bytes, tag);     \
     } else {                             \
@@ -749,7 +773,8 @@ EXPORT int posix_memalign(void **out, size_t alignment, size_t size)
         return real_posix_memalign ? real_posix_memalign(out, alignment, size) : ENOMEM;
     }
     unsigned tag = origin_tag(size, 0);
-    int rc = real_posix_memalign(out, alignment, size);
+    int nested_result;
+    int rc = NESTED(real_posix_memalign(out, alignment, size));
     if (rc == 0) {
         record_alloc(*out, size, tag);
     } else {
