@@ -65,7 +65,7 @@ def run_benchmark_once(target: BenchTarget, n: int, settings: BenchSettings, ver
         selection.append("-test.v")
     argv = [str(target.binary), *selection, f"-test.timeout={int(settings.run_timeout_s) + 60}s"]
     platform = settings.platform
-    with ShimSession(build_shim(platform.shim_cc), keep=settings.keep_work, platform=platform) as session:
+    with ShimSession(build_shim(target.shim_cc), keep=settings.keep_work, platform=platform) as session:
         record = run_target(argv, session, cwd=target.package.dir, env_extra=env,
                             timeout_s=settings.run_timeout_s, probe=target.probed,
                             sample_interval_s=settings.sample_interval_s)

@@ -165,17 +165,20 @@ class LinkInfo:
     is_elf: bool
     dynamic: bool          # has an interpreter (PT_INTERP): LD_PRELOAD applies
     needs_libc: bool
+    interpreter: str = ""  # its dynamic loader: /lib64/ld-linux-x86-64.so.2, /lib/ld-musl-x86_64.so.1
 
 
 def link_info(path: Path) -> LinkInfo:
     try:
         with open(path, "rb") as stream:
             elf = ELFFile(stream)
-            interp = any(seg["p_type"] == "PT_INTERP" for seg in elf.iter_segments())
+            interps = [seg.get_interp_name() for seg in elf.iter_segments() if seg["p_type"] == "PT_INTERP"]
+            interp = bool(interps)
             needed = []
             dynamic = elf.get_section_by_name(".dynamic")
             if dynamic is not None:
                 needed = [tag.needed for tag in dynamic.iter_tags() if tag.entry.d_tag == "DT_NEEDED"]
-            return LinkInfo(True, interp, any(name.startswith("libc.") for name in needed))
+            return LinkInfo(True, interp, any(name.startswith("libc.") for name in needed),
+                            interps[0] if interps else "")
     except (ELFError, OSError):
         return LinkInfo(False, False, False)

@@ -82,6 +82,26 @@ class Platform:
 
 NATIVE = Platform(HOST_GOARCH)
 
+# The C compiler that builds a shim for a binary loaded by musl's loader,
+# per architecture: a glibc shim would pull glibc into a musl process.
+MUSL_CC = {"amd64": "musl-gcc", "arm64": "aarch64-linux-musl-gcc"}
+
+
+def is_musl(interpreter: str) -> bool:
+    return "ld-musl" in interpreter
+
+
+def shim_compiler_for(platform: Platform, interpreter: str) -> str | None:
+    """The compiler of the shim that a binary with this dynamic loader can
+    preload (None: the platform's default); AuditError when it is missing."""
+    if not is_musl(interpreter):
+        return platform.shim_cc
+    cc = MUSL_CC.get(platform.goarch, "musl-gcc")
+    if shutil.which(cc) is None:
+        raise AuditError(f"the test binary is linked against musl ({interpreter}), so the shim must be built "
+                         f"with {cc}, which is not on PATH (Debian: apt-get install musl-tools)")
+    return cc
+
 
 def missing_tools(goarch: str) -> str | None:
     """Why goarch's binaries cannot be built and run here, or None."""

@@ -13,7 +13,7 @@ from typing import Sequence
 from cgo_audit.errors import AuditError
 from cgo_audit.golayout import LayoutUnavailable, read_layout
 from cgo_audit.gotool import GoBuildError, GoPackage, build_test_binary, link_info, list_tests
-from cgo_audit.platform import Platform, for_goarch
+from cgo_audit.platform import Platform, for_goarch, is_musl, shim_compiler_for
 from cgo_audit.modcache import in_module_cache, writable_copy
 from cgo_audit.model import BENCH_LINE, SKIP_LINE, PackageOutcome
 from cgo_audit.probe import is_wrapper, locate_benchmarks, write_overlay, wrapper_name
@@ -79,6 +79,7 @@ class BenchTarget:
     go_layout: str | None = None      # CGO_AUDIT_GO_LAYOUT for the stack walk
     preloadable: bool = True          # dynamically linked: the shim can count its C heap
     sub: tuple[str, ...] = ()         # a sub-benchmark's path below the top-level one
+    shim_cc: str | None = None        # the compiler of the shim it needs (musl-gcc for musl; None: default)
 
     @property
     def listed_name(self) -> str:
@@ -258,8 +259,14 @@ def prepare_package(package: GoPackage, settings: BenchSettings, workdir: Path
         notes.append(settings.platform.note())
     if kind == TEST and settings.only != TEST:
         notes.append("no benchmarks: audited by running this test at several -test.count values")
-    targets = [BenchTarget(package, name, binary, name in wrapped, kind, list(notes), layout, link.dynamic)
-               for name in names]
+    try:
+        shim_cc = shim_compiler_for(settings.platform, link.interpreter)
+    except AuditError as exc:
+        return [], PackageOutcome(path, "build-failed", str(exc))
+    if is_musl(link.interpreter):
+        notes.append(f"linked against musl ({link.interpreter}): the shim is built with {shim_cc}")
+    targets = [BenchTarget(package, name, binary, name in wrapped, kind, list(notes), layout, link.dynamic,
+                           shim_cc=shim_cc) for name in names]
     for target in targets:
         if settings.probe and not target.probed and not any("probe" in n for n in notes):
             target.notes.append("the probe could not wrap this one: figures are taken at exit")
