@@ -182,3 +182,34 @@ def link_info(path: Path) -> LinkInfo:
                             interps[0] if interps else "")
     except (ELFError, OSError):
         return LinkInfo(False, False, False)
+
+
+CGO_SYMBOLS = ("x_cgo_init", "_cgo_sys_thread_start")   # runtime/cgo's C code: only in cgo binaries
+
+
+def has_cgo(path: Path) -> bool:
+    """Whether an executable contains C code through cgo: runtime/cgo's C
+    functions in its symbols, or, stripped, CGO_ENABLED=1 in its build info
+    (which a binary without any cgo package also says, hence symbols first)."""
+    try:
+        with open(path, "rb") as stream:
+            elf = ELFFile(stream)
+            symtab = elf.get_section_by_name(".symtab")
+            if symtab is not None and hasattr(symtab, "get_symbol_by_name"):
+                return any(symtab.get_symbol_by_name(name) for name in CGO_SYMBOLS)
+    except (ELFError, OSError):
+        return False
+    try:
+        proc = subprocess.run([go_executable(), "version", "-m", str(path)], capture_output=True, text=True,
+                              timeout=60)
+    except (AuditError, OSError, subprocess.TimeoutExpired):
+        return False
+    return any(line.split() == ["build", "CGO_ENABLED=1"] for line in proc.stdout.splitlines())
+
+
+def cgo_compiler(directory: Path, env: Mapping[str, str] | None = None) -> str:
+    """The C compiler cgo uses in directory with env (CC, or go env CC)."""
+    merged = {**os.environ, **(env or {})}
+    proc = subprocess.run([go_executable(), "env", "CC"], cwd=directory, capture_output=True, text=True, env=merged)
+    cc = proc.stdout.strip().split()
+    return cc[0] if proc.returncode == 0 and cc else merged.get("CC", "gcc")

@@ -12,8 +12,10 @@ from typing import Sequence
 
 from cgo_audit.errors import AuditError
 from cgo_audit.golayout import LayoutUnavailable, read_layout
-from cgo_audit.gotool import GoBuildError, GoPackage, build_test_binary, link_info, list_tests
+from cgo_audit.gotool import (GoBuildError, GoPackage, build_test_binary, cgo_compiler, has_cgo, link_info,
+                              list_tests)
 from cgo_audit.platform import Platform, for_goarch, is_musl, shim_compiler_for
+from cgo_audit.shimbuild import build_static_shim, static_link_flags
 from cgo_audit.modcache import in_module_cache, writable_copy
 from cgo_audit.model import BENCH_LINE, SKIP_LINE, PackageOutcome
 from cgo_audit.probe import is_wrapper, locate_benchmarks, write_overlay, wrapper_name
@@ -45,6 +47,7 @@ class BenchSettings:
     jobs: int = os.cpu_count() or 1
     keep_work: bool = False
     goarch: str | None = None               # build for and run on this GOARCH (None: the host's)
+    static_shim: Path | None = None         # link this shim archive in (a statically linked test binary)
 
     @property
     def platform(self) -> Platform:
@@ -60,6 +63,8 @@ class BenchSettings:
         """C and C++ compiled with frame pointers, so the stack walk can name
         their frames too."""
         env = self.platform.build_env()
+        if self.static_shim is not None:
+            env["CGO_LDFLAGS"] = f"{os.environ.get('CGO_LDFLAGS', '')} {static_link_flags(self.static_shim)}".strip()
         if self.stacks != "off":
             env.update({name: f"{os.environ.get(name, '-O2 -g')} -fno-omit-frame-pointer"
                         for name in ("CGO_CFLAGS", "CGO_CXXFLAGS")})
@@ -234,17 +239,26 @@ def prepare_package(package: GoPackage, settings: BenchSettings, workdir: Path
             copied = f", built from the module cache, where the probe cannot be added ({exc})"
     try:
         binary, kind, names, wrapped, notes = build_package(package, settings, workdir)
+        link = link_info(binary)
+        static_cgo = link.is_elf and not link.dynamic and has_cgo(binary)
+        if static_cgo:
+            # LD_PRELOAD cannot reach a static executable: build it again
+            # with the shim linked in, as the C heap's allocator.
+            archive = build_static_shim(cgo_compiler(package.dir, settings.build_env()))
+            binary, kind, names, wrapped, notes = build_package(package, replace(settings, static_shim=archive),
+                                                                workdir)
+            notes.append("statically linked with cgo: cgo-audit linked its shim into the test binary "
+                         "(ld --wrap for each allocator entry point), since LD_PRELOAD cannot reach it")
     except GoBuildError as exc:
         return [], PackageOutcome(path, "build-failed", str(exc))
     except AuditError as exc:
         return [], PackageOutcome(path, "build-failed", str(exc))
     if not names:
         return [], PackageOutcome(path, "no-benchmarks", f"nothing matches {settings.bench_regex!r}")
-    link = link_info(binary)
     layout = None
-    if not link.dynamic:
-        notes.append("no cgo: the test binary is statically linked, so LD_PRELOAD cannot reach it and its C "
-                     "heap cannot leak from Go code; the other causes are still checked")
+    if not link.dynamic and not static_cgo:
+        notes.append("no cgo: the test binary is statically linked and has no C code, so its C heap cannot "
+                     "leak from Go code (not measured); the other causes are still checked")
     else:
         try:
             read = read_layout(binary)
@@ -265,10 +279,11 @@ def prepare_package(package: GoPackage, settings: BenchSettings, workdir: Path
         return [], PackageOutcome(path, "build-failed", str(exc))
     if is_musl(link.interpreter):
         notes.append(f"linked against musl ({link.interpreter}): the shim is built with {shim_cc}")
-    targets = [BenchTarget(package, name, binary, name in wrapped, kind, list(notes), layout, link.dynamic,
-                           shim_cc=shim_cc) for name in names]
+    targets = [BenchTarget(package, name, binary, name in wrapped, kind, list(notes), layout,
+                           link.dynamic or static_cgo, shim_cc=shim_cc) for name in names]
     for target in targets:
         if settings.probe and not target.probed and not any("probe" in n for n in notes):
             target.notes.append("the probe could not wrap this one: figures are taken at exit")
-    detail = f"{len(targets)} {kind}(s)" + ("" if link.dynamic else ", no cgo") + copied
+    linkage = "" if link.dynamic else ", static, shim linked in" if static_cgo else ", no cgo"
+    detail = f"{len(targets)} {kind}(s)" + linkage + copied
     return targets, PackageOutcome(path, "audited", detail)

@@ -140,6 +140,18 @@ static uintptr_t executable_bias(void)
     return 0;
 }
 
+#ifdef CGO_AUDIT_STATIC
+/* Linked into the executable (static_link.h): the shim's code is the
+ * section cgo_audit_text, whose bounds the linker provides. */
+extern const char __start_cgo_audit_text[] __attribute__((weak));
+extern const char __stop_cgo_audit_text[] __attribute__((weak));
+
+static void find_own_text(void)
+{
+    shim_text_lo = (uintptr_t)__start_cgo_audit_text;
+    shim_text_hi = (uintptr_t)__stop_cgo_audit_text;
+}
+#else
 /* The executable segment of the shim itself, from its own program headers. */
 static void find_own_text(void)
 {
@@ -158,6 +170,7 @@ static void find_own_text(void)
         }
     }
 }
+#endif
 
 void shim_stack_init(struct cgo_audit_region *r)
 {
