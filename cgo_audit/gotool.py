@@ -213,3 +213,26 @@ def cgo_compiler(directory: Path, env: Mapping[str, str] | None = None) -> str:
     proc = subprocess.run([go_executable(), "env", "CC"], cwd=directory, capture_output=True, text=True, env=merged)
     cc = proc.stdout.strip().split()
     return cc[0] if proc.returncode == 0 and cc else merged.get("CC", "gcc")
+
+
+def has_linked_shim(path: Path) -> bool:
+    """Whether the shim is linked into the executable (bench's static builds)."""
+    try:
+        with open(path, "rb") as stream:
+            symtab = ELFFile(stream).get_section_by_name(".symtab")
+            return symtab is not None and bool(getattr(symtab, "get_symbol_by_name", lambda _: None)("cgo_audit_region"))
+    except (ELFError, OSError):
+        return False
+
+
+def unreachable_static_cgo(path: Path) -> str | None:
+    """Why the shim cannot measure path's C heap when it is a statically
+    linked executable with cgo (LD_PRELOAD does not apply to it), with how
+    to rebuild it for the audit; None for any other file, and for a static
+    executable that has the shim linked in."""
+    link = link_info(path)
+    if not link.is_elf or link.dynamic or not has_cgo(path) or has_linked_shim(path):
+        return None
+    return (f"{path.name} is statically linked with cgo, so LD_PRELOAD cannot reach its C heap: rebuild it "
+            "dynamically linked for the audit (go build without -extldflags=-static in -ldflags), or audit its "
+            "package with `cgo-audit bench --go-flags=...`, which links the shim into static test binaries")

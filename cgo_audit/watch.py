@@ -6,6 +6,7 @@ are missing and why."""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from rich.table import Table
 
 from cgo_audit.errors import AuditError
 from cgo_audit.goendpoint import EndpointPoller
+from cgo_audit.gotool import unreachable_static_cgo
 from cgo_audit.region import Region, latest_region_of
 from cgo_audit.runaudit import ProgramResult, ProgramSample, analyse_series
 from cgo_audit.runner import REGION_DIR_ENV
@@ -64,6 +66,12 @@ def watch_process(settings: WatchSettings, on_update: Update = lambda _s, _m: No
     missing: list[str] = []
     region_path, why = region_of(settings.pid)
     if region_path is None:
+        try:
+            unreachable = unreachable_static_cgo(Path(os.readlink(f"/proc/{settings.pid}/exe")))
+        except OSError:
+            unreachable = None
+        if unreachable is not None:
+            raise AuditError(unreachable)
         missing.append(f"C heap: {why}")
     if not settings.pprof_url:
         missing.append("goroutines and Go heap: no --pprof URL (serve net/http/pprof and pass its address)")
