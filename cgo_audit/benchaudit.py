@@ -69,7 +69,10 @@ def run_benchmark_once(target: BenchTarget, n: int, settings: BenchSettings, ver
         record = run_target(argv, session, cwd=target.package.dir, env_extra=env,
                             timeout_s=settings.run_timeout_s, probe=target.probed,
                             sample_interval_s=settings.sample_interval_s)
-    return point_from_run(record, n, target.name)  # the probe labels snapshots with the top-level name
+    point = point_from_run(record, n, target.name)  # the probe labels snapshots with the top-level name
+    if platform.emulated:
+        point.ns_per_op = None   # an emulator's timings are not the hardware's: never reported
+    return point
 
 
 CALIBRATION_OPS = {BENCHMARK: 64, "test": 4}

@@ -1,0 +1,144 @@
+"""Where Go services run: linux/arm64 (under qemu-user here), musl, and
+statically linked cgo binaries each give the exact figures and the Go line
+that x86-64 glibc gives. Each part skips, with its reason, when its tools
+are missing (.ci/run installs them)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from cgo_audit.platform import HOST_GOARCH, missing_tools
+from cgo_audit.shimbuild import STATIC_CFLAGS, SHIM_SOURCES, compile_shim
+from cgo_audit.sources import csrc_dir
+
+from helpers import FIXTURES, assert_one_line_error, audit_json, result_named, run_cli, source_line
+
+ARM64_MISSING = missing_tools("arm64") if HOST_GOARCH != "arm64" else None
+needs_arm64 = pytest.mark.skipif(ARM64_MISSING is not None, reason=ARM64_MISSING or "")
+needs_musl = pytest.mark.skipif(shutil.which("musl-gcc") is None,
+                                reason="musl-gcc is not installed (Debian: apt-get install musl-tools)")
+STATIC_FLAGS = "--go-flags=-ldflags=-extldflags=-static"
+CSTRING_LINE = source_line(FIXTURES / "cstring" / "getvalue.go", "C.get_value(C.CString(file), C.CString(key)")
+
+
+def assert_the_field_guides_leak_exactly(report):
+    """26 B/op in 2 allocs in every run, both C.CString calls of line 35
+    named apart (18 + 8 bytes), and the fixed version clean."""
+    leaky = result_named(report, "BenchmarkGetValueLeaky")
+    assert leaky["verdicts"] == ["cgo-leak"], leaky["notes"]
+    assert (leaky["c_leak_bytes_per_op"], leaky["c_leak_allocs_per_op"]) == (26.0, 2.0)
+    assert len(leaky["samples"]) >= 4
+    for sample in leaky["samples"]:
+        assert (sample["c_live_bytes"], sample["c_live_allocs"]) == (26 * sample["ops"], 2 * sample["ops"])
+    sites = [(s["line"], s["call"], s["bytes_per_op"], s["allocs_per_op"], s["c_function"]) for s in leaky["sites"]]
+    assert sites == [(CSTRING_LINE, 1, 18.0, 1.0, "C.CString"), (CSTRING_LINE, 2, 8.0, 1.0, "C.CString")]
+    assert all(s["file"].endswith("go_fixtures/cstring/getvalue.go") for s in leaky["sites"])
+    fixed = result_named(report, "BenchmarkGetValueFixed")
+    assert fixed["verdicts"] == ["clean"]
+    assert all((s["c_live_bytes"], s["c_live_allocs"]) == (0, 0) for s in fixed["samples"])
+    return leaky
+
+
+# ---- the shim builds warning-free for every target -------------------------
+
+COMPILERS = {"gcc": None, "musl-gcc": "musl-tools", "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu"}
+
+
+@pytest.mark.parametrize("cc", sorted(COMPILERS))
+def test_the_shim_builds_without_warnings_for_each_target(cc, tmp_path):
+    if shutil.which(cc) is None:
+        pytest.skip(f"{cc} is not installed (Debian: apt-get install {COMPILERS[cc]})")
+    assert compile_shim(tmp_path / "libcgoaudit.so", cc=cc, extra_flags=("-Wl,--no-undefined",)) == []
+    for name in SHIM_SOURCES:  # and as the static archive's objects
+        proc = subprocess.run([cc, *STATIC_CFLAGS, "-I", str(csrc_dir()), "-c", "-o", str(tmp_path / "x.o"),
+                               str(csrc_dir() / name)], capture_output=True, text=True)
+        assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
+
+
+# ---- linux/arm64 under qemu-user --------------------------------------------
+
+@pytest.fixture(scope="module")
+def arm64_cstring(tmp_path_factory):
+    return audit_json(tmp_path_factory.mktemp("arm64"), "--goarch", "arm64", "--dir", str(FIXTURES),
+                      "--bench", "GetValue", "./cstring")
+
+
+@needs_arm64
+def test_arm64_finds_the_exact_leak_and_both_cstring_calls(arm64_cstring):
+    proc, report = arm64_cstring
+    assert proc.returncode == 1, proc.stderr
+    assert report["settings"]["goarch"] == "arm64"
+    leaky = assert_the_field_guides_leak_exactly(report)
+    assert any("qemu-aarch64 (emulated)" in note for note in leaky["notes"])
+    # Timings under an emulator are not the hardware's: none is reported.
+    assert all(sample["ns_per_op"] is None for sample in leaky["samples"])
+
+
+@pytest.fixture(scope="module")
+def causes_on_both(tmp_path_factory):
+    work = tmp_path_factory.mktemp("causes")
+    native = audit_json(work / "native", "--dir", str(FIXTURES), "./causes")[1]
+    arm64 = audit_json(work / "arm64", "--goarch", "arm64", "--dir", str(FIXTURES), "./causes")[1]
+    return native, arm64
+
+
+@needs_arm64
+def test_arm64_gives_the_leak_causes_the_verdicts_amd64_gives(causes_on_both):
+    """The main verdict of every fixture, and the leak causes measured
+    exactly (C heap, fds, goroutines), agree with the native run. Not
+    compared: RSS figures (under qemu they include the emulator's own
+    memory), Go-heap figures (the compilers differ, so secondary go-heap
+    verdicts may too) and timings."""
+    native, arm64 = causes_on_both
+    assert [r["name"] for r in native["results"]] == [r["name"] for r in arm64["results"]]
+    assert len(native["results"]) >= 10
+    exact = ("cgo-leak", "fd-leak", "goroutine-leak")
+    for ours, theirs in zip(native["results"], arm64["results"]):
+        name = ours["name"]
+        assert theirs["verdict"] == ours["verdict"], name
+        assert [v for v in theirs["verdicts"] if v in exact] == [v for v in ours["verdicts"] if v in exact], name
+        assert theirs["c_leak_allocs_per_op"] == ours["c_leak_allocs_per_op"], name
+        assert theirs["c_leak_bytes_per_op"] == pytest.approx(ours["c_leak_bytes_per_op"], rel=0.05), name
+        assert round(theirs["fds_per_op"] or 0, 1) == round(ours["fds_per_op"] or 0, 1), name
+        assert round(theirs["goroutines_per_op"] or 0, 1) == round(ours["goroutines_per_op"] or 0, 1), name
+        assert {(s["line"], s["bytes_per_op"]) for s in theirs["sites"] if s["bytes_per_op"] == int(s["bytes_per_op"])} \
+            == {(s["line"], s["bytes_per_op"]) for s in ours["sites"] if s["bytes_per_op"] == int(s["bytes_per_op"])}, name
+
+
+def test_an_unsupported_goarch_is_a_one_line_error():
+    proc = run_cli("bench", "--goarch", "mips64", "--dir", str(FIXTURES), "./cstring")
+    assert_one_line_error(proc, "GOARCH=mips64 is not supported")
+
+
+# ---- musl --------------------------------------------------------------------
+
+@needs_musl
+def test_a_musl_test_binary_gives_the_same_figures_and_sites(tmp_path):
+    proc, report = audit_json(tmp_path, "--dir", str(FIXTURES), "--bench", "GetValue",
+                              "--go-flags=-ldflags=-linkmode=external", "./cstring", env={"CC": "musl-gcc"})
+    assert proc.returncode == 1, proc.stderr
+    leaky = assert_the_field_guides_leak_exactly(report)
+    assert any("linked against musl" in note and "musl-gcc" in note for note in leaky["notes"])
+
+
+# ---- statically linked cgo binaries -----------------------------------------
+
+def test_a_static_cgo_test_binary_has_the_shim_linked_in_and_gives_exact_sites(tmp_path):
+    proc, report = audit_json(tmp_path, "--dir", str(FIXTURES), "--bench", "GetValue", STATIC_FLAGS, "./cstring")
+    assert proc.returncode == 1, proc.stderr
+    leaky = assert_the_field_guides_leak_exactly(report)
+    assert any("statically linked with cgo" in note for note in leaky["notes"])
+    assert not any("no cgo" in note for note in leaky["notes"])
+    (package,) = report["packages"]
+    assert "static, shim linked in" in package["detail"]
+
+
+def test_run_on_a_static_cgo_binary_says_how_to_rebuild_it(tmp_path):
+    binary = tmp_path / "cstring.test"
+    subprocess.run(["go", "test", "-c", "-o", str(binary), "-ldflags=-extldflags=-static", "./cstring"],
+                   cwd=FIXTURES, check=True, capture_output=True)
+    proc = run_cli("run", "--duration", "2", "--", str(binary), "-test.run=^$")
+    assert_one_line_error(proc, "cstring.test is statically linked with cgo", "rebuild it dynamically linked")
