@@ -149,28 +149,42 @@ def go_version(elf: ELFFile) -> str | None:
     return data[position:position + length].decode(errors="replace")
 
 
+def load_table() -> dict[str, dict[str, dict[str, int]]]:
+    """The table of layouts: GOARCH -> Go release -> struct offsets."""
+    return json.loads(LAYOUT_TABLE.read_text())
+
+
 def _from_table(elf: ELFFile, why: str, tls_g: int | None) -> GoLayout:
     """The layout of a binary without Go DWARF, from its release's table
-    entry; tls_g from its symbols when it still has them."""
+    entry for its architecture; tls_g from its symbols when it still has them."""
     version = go_version(elf)
     if version is None:
         raise LayoutUnavailable(f"{why}, and no Go version in its build info")
     release = release_of(version)
-    table = json.loads(LAYOUT_TABLE.read_text())
+    goarch = GOARCH_OF[elf["e_machine"]]
+    table = load_table().get(goarch, {})
     if release not in table:
-        known = ", ".join(table)
-        raise LayoutUnavailable(f"{why}, and {release} is not in the table of known layouts ({known})")
+        known = ", ".join(table) or "none"
+        raise LayoutUnavailable(f"{why}, and {release} is not in the table of known {goarch} layouts ({known})")
     return GoLayout(tls_g=_lone_g_slot(elf, why) if tls_g is None else tls_g, source=release, **table[release])
 
 
+# The Go runtime's own TLS block, with no C thread-locals beside it: its size,
+# and g's slot from the thread pointer. x86-64: g alone (runtime.tlsg), just
+# below the thread pointer. arm64: runtime.tls_g, then runtime.tlsg (the
+# linker sorts them by name), after the 16-byte TCB.
+LONE_TLS = {"EM_X86_64": (8, -8), "EM_AARCH64": (16, 16)}
+
+
 def _lone_g_slot(elf: ELFFile, why: str) -> int:
-    """g's TLS slot without the runtime.tlsg symbol: alone in the
-    executable's TLS block, g sits just below the thread pointer; with C
-    thread-locals beside it, only the symbol says where."""
+    """g's TLS slot without the runtime's TLS symbol: with the runtime's
+    slots alone in the executable's TLS block, it is known; with C
+    thread-locals beside them, only the symbol says where."""
+    size, slot = LONE_TLS[elf["e_machine"]]
     tls = next((seg for seg in elf.iter_segments() if seg["p_type"] == "PT_TLS"), None)
-    if tls is None or int(tls["p_memsz"]) != 8:
+    if tls is None or int(tls["p_memsz"]) != size:
         raise LayoutUnavailable(f"{why}, and its TLS block holds more than g, so g's slot is unknown")
-    return -8
+    return slot
 
 
 def read_layout(binary: Path) -> GoLayout:

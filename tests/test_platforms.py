@@ -79,9 +79,8 @@ def test_arm64_finds_the_exact_leak_and_both_cstring_calls(arm64_cstring):
 
 @pytest.fixture(scope="module")
 def causes_on_both(tmp_path_factory):
-    work = tmp_path_factory.mktemp("causes")
-    native = audit_json(work / "native", "--dir", str(FIXTURES), "./causes")[1]
-    arm64 = audit_json(work / "arm64", "--goarch", "arm64", "--dir", str(FIXTURES), "./causes")[1]
+    native = audit_json(tmp_path_factory.mktemp("native"), "--dir", str(FIXTURES), "./causes")[1]
+    arm64 = audit_json(tmp_path_factory.mktemp("arm64"), "--goarch", "arm64", "--dir", str(FIXTURES), "./causes")[1]
     return native, arm64
 
 
@@ -142,3 +141,43 @@ def test_run_on_a_static_cgo_binary_says_how_to_rebuild_it(tmp_path):
                    cwd=FIXTURES, check=True, capture_output=True)
     proc = run_cli("run", "--duration", "2", "--", str(binary), "-test.run=^$")
     assert_one_line_error(proc, "cstring.test is statically linked with cgo", "rebuild it dynamically linked")
+
+
+# ---- the layout table's arm64 entries ----------------------------------------
+
+LAYOUT_PROGRAM = """
+package main
+
+// #include <stdlib.h>
+import "C"
+import "unsafe"
+
+func main() { C.free(unsafe.Pointer(C.CString("x"))) }
+"""
+
+
+@needs_arm64
+def test_arm64_layout_table_matches_the_installed_go_runtime(tmp_path):
+    """For the Go installed here, the table's arm64 entry equals what the
+    arm64 runtime's own DWARF says, and g's TLS slot is found without
+    symbols (runtime.tls_g after the 16-byte TCB)."""
+    from cgo_audit.golayout import STRUCT_FIELDS, load_table, read_layout, release_of
+    from cgo_audit.platform import for_goarch
+    from helpers import write_module
+    import os
+
+    version = subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True, check=True).stdout.strip()
+    release = release_of(version)
+    table = load_table().get("arm64", {})
+    if release not in table:
+        pytest.skip(f"{release} has no arm64 entry: python scripts/go_layout_table.py --goarch arm64 {version}")
+    module = write_module(tmp_path / "m", {"main.go": LAYOUT_PROGRAM})
+    env = {**os.environ, **for_goarch("arm64").build_env()}
+    for name, flags in (("full", ""), ("stripped", "-s -w")):
+        subprocess.run(["go", "build", f"-ldflags={flags}", "-o", name, "."], cwd=module, env=env, check=True,
+                       capture_output=True)
+    full, stripped = read_layout(module / "full"), read_layout(module / "stripped")
+    assert full.source == "dwarf" and stripped.source == release
+    assert full.tls_g == 16   # runtime.tls_g, first in the TLS block, after the TCB
+    assert {name: getattr(full, name) for name in STRUCT_FIELDS} == table[release]
+    assert stripped.environment_value().split(",")[:7] == full.environment_value().split(",")[:7]
