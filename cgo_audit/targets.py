@@ -257,8 +257,9 @@ def prepare_package(package: GoPackage, settings: BenchSettings, workdir: Path
         return [], PackageOutcome(path, "no-benchmarks", f"nothing matches {settings.bench_regex!r}")
     layout = None
     if not link.dynamic and not static_cgo:
-        notes.append("no cgo: the test binary is statically linked and has no C code, so its C heap cannot "
-                     "leak from Go code (not measured); the other causes are still checked")
+        notes.append("no cgo: the test binary is statically linked, so LD_PRELOAD cannot reach it, and has no "
+                     "C code: its C heap is not measured, as it cannot leak from Go code; the other causes are "
+                     "still checked")
     else:
         try:
             read = read_layout(binary)
