@@ -69,10 +69,7 @@ def run_benchmark_once(target: BenchTarget, n: int, settings: BenchSettings, ver
         record = run_target(argv, session, cwd=target.package.dir, env_extra=env,
                             timeout_s=settings.run_timeout_s, probe=target.probed,
                             sample_interval_s=settings.sample_interval_s)
-    point = point_from_run(record, n, target.name)  # the probe labels snapshots with the top-level name
-    if platform.emulated:
-        point.ns_per_op = None   # an emulator's timings are not the hardware's: never reported
-    return point
+    return point_from_run(record, n, target.name)  # the probe labels snapshots with the top-level name
 
 
 CALIBRATION_OPS = {BENCHMARK: 64, "test": 4}
@@ -228,6 +225,11 @@ def measure_one(target: BenchTarget, settings: BenchSettings, progress: AuditPro
         extensions += 1
     if verdicts.undecided:
         notes.append("undecided after the largest runs: " + ", ".join(verdicts.undecided))
+    if settings.platform.emulated:
+        # Sizes were planned from them, but an emulator's timings are not
+        # the hardware's: they are never reported.
+        for point in points:
+            point.ns_per_op = None
     result = BenchResult(package=target.package.import_path, name=target.full_name, verdicts=verdicts,
                          growth=growth, points=points, notes=notes)
     if settings.stacks != "off" and analysis.CGO_LEAK in verdicts.all:
