@@ -133,9 +133,10 @@ def build_static_shim(cc: str) -> Path:
             obj = Path(tmp) / (Path(name).stem + ".o")
             _checked([cc, *STATIC_CFLAGS, "-I", str(src), "-c", "-o", str(obj), str(src / name)], "build")
             sections = _checked([_binutil(cc, "readelf"), "-SW", str(obj)], "be read").stdout
+            # .text only, normally (STATIC_CFLAGS keep code out of .text.startup and .text.unlikely)
             renames = sorted({word for word in sections.split() if word == ".text" or word.startswith(".text.")})
-            _checked([_binutil(cc, "objcopy"), *(f"--rename-section={s}={STATIC_SECTION}" for s in renames
-                                                  if not s.startswith(".text.rela")), str(obj)], "be prepared")
+            _checked([_binutil(cc, "objcopy"), *(f"--rename-section={s}={STATIC_SECTION}" for s in renames),
+                      str(obj)], "be prepared")
             objects.append(str(obj))
         archive = Path(tmp) / STATIC_ARCHIVE_NAME
         _checked([_binutil(cc, "ar"), "rcs", str(archive), *objects], "be archived")
