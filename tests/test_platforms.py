@@ -181,3 +181,15 @@ def test_arm64_layout_table_matches_the_installed_go_runtime(tmp_path):
     assert full.tls_g == 16   # runtime.tls_g, first in the TLS block, after the TCB
     assert {name: getattr(full, name) for name in STRUCT_FIELDS} == table[release]
     assert stripped.environment_value().split(",")[:7] == full.environment_value().split(",")[:7]
+
+
+@needs_musl
+def test_a_static_musl_cgo_test_binary_as_alpine_builds_them_gives_exact_sites(tmp_path):
+    """musl's static libc.a has no pvalloc: the shim's weak __real_pvalloc
+    must leave the link whole."""
+    proc, report = audit_json(tmp_path, "--dir", str(FIXTURES), "--bench", "GetValue",
+                              "--go-flags=-ldflags='-linkmode=external -extldflags=-static'", "./cstring",
+                              env={"CC": "musl-gcc"})
+    assert proc.returncode == 1, proc.stderr
+    leaky = assert_the_field_guides_leak_exactly(report)
+    assert any("statically linked with cgo" in note for note in leaky["notes"])
