@@ -105,7 +105,7 @@ def evidence(result: Findings) -> list[str]:
         unmeasured = [name for key, name in others if key not in growth]
         line = f"RSS grows {human_bytes(result.per_op(RSS.key))}/op while {_listed(flat)} stay flat"
         if unmeasured:
-            line += f" ({_listed(unmeasured)} not measured)"
+            line += f" ({_listed(unmeasured)} {'was' if len(unmeasured) == 1 else 'were'} not measured)"
         lines.append(line + ": likely allocator fragmentation, mmap'd memory or thread stacks.")
     c_peak = growth.get(analysis.C_PEAK.key)
     c_live = growth.get(C_BYTES.key)
