@@ -197,3 +197,51 @@ def test_a_static_musl_cgo_test_binary_as_alpine_builds_them_gives_exact_sites(t
     assert proc.returncode == 1, proc.stderr
     leaky = assert_the_field_guides_leak_exactly(report)
     assert any("statically linked with cgo" in note for note in leaky["notes"])
+
+
+PURE_GO_MMAP = {
+    "mm/mm.go": """
+        package mm
+
+        import "syscall"
+
+        var kept [][]byte
+
+        // Map maps and touches 64 KiB that it never unmaps.
+        func Map() {
+            b, err := syscall.Mmap(-1, 0, 64<<10, syscall.PROT_READ|syscall.PROT_WRITE,
+                syscall.MAP_PRIVATE|syscall.MAP_ANON)
+            if err != nil {
+                panic(err)
+            }
+            for i := 0; i < len(b); i += 4096 {
+                b[i] = 1
+            }
+            kept = append(kept, b[:1])
+        }
+    """,
+    "mm/mm_test.go": """
+        package mm
+
+        import "testing"
+
+        func BenchmarkMap(b *testing.B) {
+            for i := 0; i < b.N; i++ {
+                Map()
+            }
+        }
+    """,
+}
+
+
+def test_an_unmeasured_c_heap_is_never_called_flat(tmp_path):
+    """A static binary without cgo: RSS grows, and the sentence that
+    explains it names only what was measured."""
+    from helpers import write_module
+
+    module = write_module(tmp_path / "m", PURE_GO_MMAP)
+    proc = run_cli("bench", "--dir", str(module), "--sizes", "200,400,800,1600", "./mm")
+    text = " ".join(proc.stdout.split())
+    assert "rss-growth-unexplained" in text, proc.stdout + proc.stderr
+    assert "while Go heap, goroutines and fds stay flat (the C heap was not measured)" in text, text
+    assert "the C heap, Go heap" not in text
