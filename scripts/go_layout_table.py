@@ -1,9 +1,9 @@
-"""Regenerates cgo_audit/go/layouts.json: the runtime struct offsets the
+"""Regenerates cgo_audit/toolchain/go/layouts.json: the runtime struct offsets the
 shim's stack walk needs, per GOARCH and Go release, for binaries that carry
 no DWARF (built with -ldflags='-s -w'). Each toolchain comes through the Go
 module proxy (GOTOOLCHAIN=goX.Y.Z), builds a small cgo program with DWARF
 for each GOARCH (another architecture with its C cross-compiler, see
-cgo_audit/platform.py), and the offsets are read from it exactly as from a
+cgo_audit/toolchain/platform.py), and the offsets are read from it exactly as from a
 user's binary.
 
 usage: python scripts/go_layout_table.py [--goarch amd64,arm64] go1.21.0 go1.22.0 ...
@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cgo_audit.golayout import LAYOUT_TABLE, STRUCT_FIELDS, read_layout, release_of  # noqa: E402
-from cgo_audit.platform import for_goarch  # noqa: E402
+from cgo_audit.toolchain.layout import LAYOUT_TABLE, STRUCT_FIELDS, read_layout, release_of  # noqa: E402
+from cgo_audit.toolchain.platform import for_goarch  # noqa: E402
 
 PROGRAM = """package main
 

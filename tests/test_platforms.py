@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 
-from cgo_audit.platform import HOST_GOARCH, missing_tools
-from cgo_audit.shimbuild import STATIC_CFLAGS, SHIM_SOURCES, compile_shim
+from cgo_audit.toolchain.platform import HOST_GOARCH, missing_tools
+from cgo_audit.shim.build import STATIC_CFLAGS, SHIM_SOURCES, compile_shim
 from cgo_audit.sources import csrc_dir
 
 from helpers import FIXTURES, assert_one_line_error, audit_json, result_named, run_cli, source_line
@@ -165,8 +165,8 @@ def test_arm64_layout_table_matches_the_installed_go_runtime(tmp_path):
     """For the Go installed here, the table's arm64 entry equals what the
     arm64 runtime's own DWARF says, and g's TLS slot is found without
     symbols (runtime.tls_g after the 16-byte TCB)."""
-    from cgo_audit.golayout import STRUCT_FIELDS, load_table, read_layout, release_of
-    from cgo_audit.platform import for_goarch
+    from cgo_audit.toolchain.layout import STRUCT_FIELDS, load_table, read_layout, release_of
+    from cgo_audit.toolchain.platform import for_goarch
     from helpers import write_module
     import os
 
