@@ -28,6 +28,7 @@
 #include <sys/auxv.h>
 #include <time.h>
 
+#include "arch.h"
 #include "shim_internal.h"
 #include "spinlock.h"
 
@@ -139,6 +140,18 @@ static uintptr_t executable_bias(void)
     return 0;
 }
 
+#ifdef CGO_AUDIT_STATIC
+/* Linked into the executable (static_link.h): the shim's code is the
+ * section cgo_audit_text, whose bounds the linker provides. */
+extern const char __start_cgo_audit_text[] __attribute__((weak));
+extern const char __stop_cgo_audit_text[] __attribute__((weak));
+
+static void find_own_text(void)
+{
+    shim_text_lo = (uintptr_t)__start_cgo_audit_text;
+    shim_text_hi = (uintptr_t)__stop_cgo_audit_text;
+}
+#else
 /* The executable segment of the shim itself, from its own program headers. */
 static void find_own_text(void)
 {
@@ -157,6 +170,7 @@ static void find_own_text(void)
         }
     }
 }
+#endif
 
 void shim_stack_init(struct cgo_audit_region *r)
 {
@@ -243,13 +257,6 @@ int64_t shim_stack_next_gap(void)
 static inline uintptr_t load(uintptr_t address)
 {
     return *(const uintptr_t *)address;
-}
-
-static inline uintptr_t thread_pointer(void)
-{
-    uintptr_t tp;
-    __asm__("mov %%fs:0, %0" : "=r"(tp));
-    return tp;
 }
 
 static int in_shim(uintptr_t pc)

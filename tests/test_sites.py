@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from cgo_audit.toolchain.layout import LAYOUT_TABLE, STRUCT_FIELDS, read_layout, release_of
+from cgo_audit.toolchain.platform import HOST_GOARCH
 
 from helpers import FIXTURES, audit_json, result_named, source_line, write_module
 
@@ -107,7 +108,7 @@ def test_layout_table_matches_the_installed_go_runtime(tmp_path):
     """The table is generated data: for the Go installed here, it must equal
     what that runtime's own DWARF says."""
     release = _installed_release()
-    table = json.loads(LAYOUT_TABLE.read_text())
+    table = json.loads(LAYOUT_TABLE.read_text())[HOST_GOARCH]
     if release not in table:
         pytest.skip(f"{release} is not in the layout table: python scripts/go_layout_table.py {release}.0")
     module = write_module(tmp_path / "m", {"main.go": LAYOUT_PROGRAM})
@@ -140,7 +141,7 @@ def test_binary_without_dwarf_still_names_the_go_line(tmp_path):
     """-ldflags='-s -w' drops DWARF and symbols: the walk's offsets come from
     the table and the Go frames from the pclntab, which stays."""
     release = _installed_release()
-    if release not in json.loads(LAYOUT_TABLE.read_text()):
+    if release not in json.loads(LAYOUT_TABLE.read_text())[HOST_GOARCH]:
         pytest.skip(f"{release} is not in the layout table")
     proc, report = audit_json(tmp_path, "--dir", str(FIXTURES), *SIZES, "--bench", "GetValueLeaky",
                               "--go-flags=-ldflags='-s -w'", "./cstring")

@@ -64,7 +64,8 @@ def run_benchmark_once(target: BenchTarget, n: int, settings: BenchSettings, ver
     if verbose:
         selection.append("-test.v")
     argv = [str(target.binary), *selection, f"-test.timeout={int(settings.run_timeout_s) + 60}s"]
-    with ShimSession(build_shim(), keep=settings.keep_work) as session:
+    platform = settings.platform
+    with ShimSession(build_shim(target.shim_cc), keep=settings.keep_work, platform=platform) as session:
         record = run_target(argv, session, cwd=target.package.dir, env_extra=env,
                             timeout_s=settings.run_timeout_s, probe=target.probed,
                             sample_interval_s=settings.sample_interval_s)
@@ -224,6 +225,11 @@ def measure_one(target: BenchTarget, settings: BenchSettings, progress: AuditPro
         extensions += 1
     if verdicts.undecided:
         notes.append("undecided after the largest runs: " + ", ".join(verdicts.undecided))
+    if settings.platform.emulated:
+        # Sizes were planned from them, but an emulator's timings are not
+        # the hardware's: they are never reported.
+        for point in points:
+            point.ns_per_op = None
     result = BenchResult(package=target.package.import_path, name=target.full_name, verdicts=verdicts,
                          growth=growth, points=points, notes=notes)
     if settings.stacks != "off" and analysis.CGO_LEAK in verdicts.all:
@@ -295,7 +301,7 @@ def packages_to_audit(settings: BenchSettings) -> list[tuple[Path, list]]:
 
 def audit_benchmarks(settings: BenchSettings, progress: AuditProgress | None = None) -> AuditReport:
     progress = progress or NoProgress()
-    build_shim()  # fail early, with its own message, if the shim cannot be built
+    build_shim(settings.platform.shim_cc)  # fail early, with its own message, if the shim cannot be built
     modules = packages_to_audit(settings)
     if not any(packages for _, packages in modules):
         raise AuditError(f"no Go packages match {' '.join(settings.patterns)} in {settings.directory}")

@@ -6,6 +6,7 @@ are missing and why."""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from cgo_audit.measure.sampler import sample_process
 from cgo_audit.model import ProgramResult, ProgramSample
 from cgo_audit.shim.region import Region, latest_region_of
 from cgo_audit.toolchain.endpoint import EndpointPoller
+from cgo_audit.toolchain.gotool import unreachable_static_cgo
 
 SHIM_NAME = "libcgoaudit"
 
@@ -65,6 +67,12 @@ def watch_process(settings: WatchSettings, on_update: Update = lambda _s, _m: No
     missing: list[str] = []
     region_path, why = region_of(settings.pid)
     if region_path is None:
+        try:
+            unreachable = unreachable_static_cgo(Path(os.readlink(f"/proc/{settings.pid}/exe")))
+        except OSError:
+            unreachable = None
+        if unreachable is not None:
+            raise AuditError(unreachable)
         missing.append(f"C heap: {why}")
     if not settings.pprof_url:
         missing.append("goroutines and Go heap: no --pprof URL (serve net/http/pprof and pass its address)")
