@@ -332,6 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_run(sub)
     _add_watch(sub)
+    from cgo_audit import attachcmd
+    attachcmd.prepare_parser(sub.add_parser("attach", help="attach to a running process and audit it, no restart",
+                                            description="Load the shim into a running process (ptrace), count "
+                                            "its C heap exactly from that moment, then detach: same figures and "
+                                            "verdicts as run. docs/attach.md"))
     _add_baseline(sub)
     _add_exec(sub)
     _add_demo(sub)
@@ -351,6 +356,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_program(args, console)
         if args.command == "watch":
             return watch_program(args, console)
+        if args.command == "attach":
+            from cgo_audit import attachcmd
+            return attachcmd.run(args, console)
         if args.command == "baseline":
             return write_baseline(args, console)
         if args.command == "exec":
