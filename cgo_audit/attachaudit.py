@@ -178,6 +178,17 @@ def audit_attached(settings: AttachSettings, progress: Progress = lambda _: None
                     load.stop()
                 if poller is not None:
                     poller.__exit__(None, None, None)
+                # The last sample and the final stacks at one moment, with the
+                # load stopped: a site's figure covers the same requests as the slope.
+                process = sample_process(proc, time.monotonic() - started, span)
+                if process is not None and samples:
+                    cheap = region.cheap()
+                    samples.append(ProgramSample(
+                        time_s=process.time_s, ops=load.completed if load else None, c_bytes=cheap.user_live_bytes,
+                        c_allocs=cheap.user_live_allocs, c_peak_bytes=cheap.peak_live_bytes,
+                        rss_bytes=process.target_rss_bytes, fds=process.num_fds, sockets=process.num_sockets,
+                        threads=process.num_threads, goroutines=samples[-1].goroutines,
+                        go_heap_bytes=samples[-1].go_heap_bytes, go_stamp=samples[-1].go_stamp))
                 record.final_stacks = region.stacks()
                 record.stack_mode = region.stack_mode()
                 final = region.cheap()

@@ -247,21 +247,43 @@ def _add_watch(sub: argparse._SubParsersAction) -> None:
     watch.add_argument("--json", type=Path, help="write the JSON report here")
     watch.add_argument("--html", type=Path, help="write a self-contained HTML report with charts here")
     watch.add_argument("--quiet", action="store_true", help="no live view")
+    watch.add_argument("--no-attach", action="store_true",
+                       help="never load the shim into it: without it the C heap is not measured (exit 2)")
+    watch.add_argument("--detach-after", type=float, metavar="S",
+                       help="when attached: detach after S seconds whatever else happens")
 
 
 def watch_program(args: argparse.Namespace, console: Console) -> int:
     from rich.live import Live
 
-    from cgo_audit.watch import WatchSettings, live_table, watch_process
+    from cgo_audit.watch import WatchSettings, attach_refusal, live_table, watch_process
 
+    live_view = console.is_terminal and not args.quiet
+    refusal = attach_refusal(args.pid, args.no_attach)
+    if refusal is None:  # not started under the shim: attach, count from now, detach at the end
+        from cgo_audit.attachaudit import AttachSettings, audit_attached
+
+        settings = AttachSettings(pid=args.pid, duration_s=args.duration or None, detach_after_s=args.detach_after,
+                                  interval_s=args.interval, pprof_url=args.pprof_url)
+        seen: list[object] = []
+        if live_view:
+            with Live(console=console, refresh_per_second=4, transient=True) as live:
+                result = audit_attached(settings, lambda s: (seen.append(s), live.update(live_table(seen))))  # type: ignore[arg-type]
+        else:
+            result = audit_attached(settings)
+        return report_program(result, "watch", args, console)
     settings = WatchSettings(pid=args.pid, duration_s=args.duration or None, interval_s=args.interval,
-                             pprof_url=args.pprof_url)
-    if console.is_terminal and not args.quiet:
+                             pprof_url=args.pprof_url, attach_refusal=refusal)
+    if live_view:
         with Live(console=console, refresh_per_second=4, transient=True) as live:
             result = watch_process(settings, lambda samples, _missing: live.update(live_table(samples)))
     else:
         result = watch_process(settings)
-    return report_program(result, "watch", args, console)
+    status = report_program(result, "watch", args, console)
+    if status == EXIT_CLEAN and any(line.startswith("C heap") for line in result.missing):
+        console.print("cgo-audit watch: the C heap was not measured, so the audit is incomplete (exit 2)")
+        return EXIT_ERROR
+    return status
 
 
 def _add_baseline(sub: argparse._SubParsersAction) -> None:
