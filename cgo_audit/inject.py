@@ -194,6 +194,15 @@ def _find_syscall_instruction(memory: Memory, maps: list[Mapping]) -> int:
 # ---- borrowing one thread -------------------------------------------------
 
 
+def alive(pid: int) -> bool:
+    """Running or sleeping: not gone, not a zombie waiting for its parent."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
 def _thread_rank(pid: int, tid: int, exe_ranges: list[tuple[int, int]]) -> int | None:
     """Lower is better; None: not a candidate now."""
     try:
@@ -236,6 +245,8 @@ class Borrowed:
 
     def _borrow(self, exe_ranges: list[tuple[int, int]]) -> tuple[Thread, Regs]:
         for _ in range(50):
+            if not alive(self.pid):
+                raise ThreadGone(self.pid)
             tids = [int(t) for t in os.listdir(f"/proc/{self.pid}/task")]
             ranked = sorted((rank, tid) for tid in tids
                             if (rank := _thread_rank(self.pid, tid, exe_ranges)) is not None)
@@ -339,12 +350,14 @@ def _tgkill(pid: int, tid: int, sig: int) -> None:
 # ---- stopping every thread ------------------------------------------------
 
 
-def stop_all(pid: int) -> dict[int, tuple[Thread, int]]:
-    """Every thread of pid stopped (with the signal each was about to get)."""
+def stop_all(pid: int, held: frozenset[int] = frozenset()) -> dict[int, tuple[Thread, int]]:
+    """Every thread of pid stopped (with the signal each was about to get),
+    but for those in held: this tracer has them stopped already."""
     stopped: dict[int, tuple[Thread, int]] = {}
+    gone: set[int] = set(held)
     try:
         while True:
-            tids = {int(t) for t in os.listdir(f"/proc/{pid}/task")} - stopped.keys()
+            tids = {int(t) for t in os.listdir(f"/proc/{pid}/task")} - stopped.keys() - gone
             if not tids:
                 return stopped
             fresh = []
@@ -354,11 +367,12 @@ def stop_all(pid: int) -> dict[int, tuple[Thread, int]]:
                     thread.interrupt()
                     fresh.append(thread)
                 except ThreadGone:
-                    continue
+                    gone.add(tid)
             for thread in fresh:
                 try:
                     stop: Stop = wait_stop(thread.tid, CALL_TIMEOUT_S)
                 except ThreadGone:
+                    gone.add(thread.tid)
                     continue
                 stopped[thread.tid] = (thread, 0 if stop.is_event_stop else stop.signal)
     except BaseException:
@@ -386,11 +400,12 @@ def read_table(memory: Memory, address: int) -> tuple[list[PatchEntry], int, int
     return entries, dropped, objects
 
 
-def write_slots(pid: int, memory: Memory, table_address: int, entries: list[PatchEntry], hooked: bool) -> int:
+def write_slots(pid: int, memory: Memory, table_address: int, entries: list[PatchEntry], hooked: bool,
+                held: frozenset[int] = frozenset()) -> int:
     """With every thread stopped, points each slot at its hook (hooked) or
     back at its original. Returns how many slots changed."""
     changed = 0
-    stopped = stop_all(pid)
+    stopped = stop_all(pid, held)
     try:
         for index, entry in enumerate(entries):
             now = memory.read_u64(entry.slot)
@@ -460,7 +475,8 @@ def attach(pid: int, shim: Path, region_dir: Path, stacks: str, sample_bytes: in
                 previous, _, _ = read_table(memory, table)
                 if any(memory.read_u64(e.slot) == e.hook for e in previous):
                     # A cgo-audit that died while attached: put its slots back first.
-                    write_slots(pid, memory, table, previous, hooked=False)
+                    write_slots(pid, memory, table, previous, hooked=False,
+                                held=frozenset({borrowed.thread.tid}))
                 rc = borrowed.call(functions["cgo_audit_attach"], borrowed.string(str(region_dir)),
                                    borrowed.string(stacks), sample_bytes, borrowed.string(layout))
                 if rc & 0xFFFFFFFF:

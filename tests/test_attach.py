@@ -112,7 +112,8 @@ def test_watch_attaches_when_the_process_was_not_started_under_the_shim(tmp_path
     load = HttpLoad([leaky.url()])
     load.start()
     try:
-        proc, report = audit_json(tmp_path, str(leaky.proc.pid), "--duration", "4", "--interval", "0.25",
+        wait_for(lambda: load.completed > 500, what="the load to run")
+        proc, report = audit_json(tmp_path, str(leaky.proc.pid), "--duration", "6", "--interval", "0.25",
                                   command="watch")
     finally:
         load.stop()
@@ -180,16 +181,19 @@ def test_a_killed_cgo_audit_leaves_the_target_serving(tmp_path, leaky):
                                     "--duration", "600", "--interval", "0.2", "--json", str(report)],
                                    cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         maps = Path(f"/proc/{leaky.proc.pid}/maps")
-        wait_for(lambda: "cgo-audit." in " ".join(os.listdir("/dev/shm")) and "libcgoaudit" in maps.read_text()
-                 and _tracer(leaky.proc.pid) == 0 and _region_growing(leaky.proc.pid), what="the attach")
+        wait_for(lambda: "libcgoaudit" in maps.read_text() and _tracer(leaky.proc.pid) == 0
+                 and _region_growing(leaky.proc.pid), what="the attach")
         watcher.send_signal(signal.SIGKILL)
         watcher.wait()
         before = load.completed
         wait_for(lambda: load.completed > before + 500, what="requests after the kill")
         assert leaky.proc.poll() is None and leaky.answers()
         assert not report.exists()
-        # A new attach takes over the slots the dead one left pointing at the shim.
+        # A new attach takes over the slots the dead one left pointing at the
+        # shim (per request of its own load only: ours stops first).
+        load.stop()
         proc, again = attach_json(tmp_path, leaky)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
         assert again["program"]["c_leak_bytes_per_op"] == pytest.approx(26.0, rel=0.01), proc.stdout + proc.stderr
     finally:
         load.stop()
