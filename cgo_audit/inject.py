@@ -427,12 +427,12 @@ def write_slots(pid: int, memory: Memory, table_address: int, entries: list[Patc
 # ---- attach and detach ----------------------------------------------------
 
 
-def _traced(pid: int, action):  # type: ignore[no-untyped-def]
+def _traced(pid: int, action, during: str = "attach"):  # type: ignore[no-untyped-def]
     """Runs action, turning ptrace failures into one-line errors."""
     try:
         return action()
     except ThreadGone:
-        raise AuditError(f"pid {pid} exited during the attach") from None
+        raise AuditError(f"pid {pid} exited during the {during}") from None
     except TraceError as exc:
         if exc.errno == errno.EPERM:
             raise not_permitted(pid, os.strerror(exc.errno)) from None
@@ -440,7 +440,7 @@ def _traced(pid: int, action):  # type: ignore[no-untyped-def]
     except TimeoutError as exc:
         raise AuditError(f"pid {pid}: {exc}") from None
     except (FileNotFoundError, ProcessLookupError):
-        raise AuditError(f"pid {pid} exited during the attach") from None
+        raise AuditError(f"pid {pid} exited during the {during}") from None
 
 
 def attach(pid: int, shim: Path, region_dir: Path, stacks: str, sample_bytes: int, layout: str) -> Attachment:
@@ -497,7 +497,7 @@ def detach(attachment: Attachment) -> int:
     """Puts the original slots back; the shim stays loaded, idle. Returns how
     many slots changed (0 when the process has gone)."""
     pid = attachment.pid
-    if not os.path.isdir(f"/proc/{pid}"):
+    if not alive(pid):
         return 0
 
     def restore() -> int:
@@ -505,8 +505,8 @@ def detach(attachment: Attachment) -> int:
             return write_slots(pid, memory, attachment.table_address, attachment.entries, hooked=False)
 
     try:
-        return _traced(pid, restore)
+        return _traced(pid, restore, "detach")
     except AuditError:
-        if not os.path.isdir(f"/proc/{pid}"):
-            return 0
+        if not alive(pid):
+            return 0   # it ended meanwhile: nothing left to restore
         raise
