@@ -131,8 +131,12 @@ def audit_attached(settings: AttachSettings, progress: Progress = lambda _: None
     before_term = signal.signal(signal.SIGTERM, _on_term) if threading.current_thread() is threading.main_thread() \
         else None
     final: CHeap | None = None
+    injection = ""
     try:
-        with attached(settings.pid, settings.stacks, settings.sample_bytes) as (_attachment, path, _session):
+        with attached(settings.pid, settings.stacks, settings.sample_bytes) as (attachment, path, _session):
+            injection = (f"attached: {len(attachment.entries)} allocator slots in {attachment.objects} objects; "
+                         f"one thread lent for {attachment.borrowed_s * 1000:.0f} ms, every thread stopped "
+                         f"for {attachment.stopped_s * 1000:.1f} ms")
             region = Region(path)
             span = (int(region.raw.header.map_start), int(region.raw.header.map_end))
             started = time.monotonic()
@@ -210,6 +214,7 @@ def audit_attached(settings: AttachSettings, progress: Progress = lambda _: None
         raise AuditError(f"pid {settings.pid} ended before the first sample after the attach")
     result = _conclude(run_settings, [(record, early)], samples, per, missing)
     result.notes.insert(0, f"the process {ended}; figures count from the attach, the shim is detached")
+    result.notes.insert(1, injection)
     if final is not None and final.ignored_frees:
         result.notes.append(f"freed {final.ignored_frees} blocks allocated before attach "
                             "(not counted: their sizes were never seen)")

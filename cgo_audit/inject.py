@@ -30,6 +30,7 @@ import errno
 import os
 import re
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +86,8 @@ class Attachment:
     entries: list[PatchEntry] = field(default_factory=list)
     objects: int = 0
     dropped: int = 0
+    borrowed_s: float = 0.0     # how long one thread ran the injector's calls
+    stopped_s: float = 0.0      # how long every thread stood still for the slots
 
 
 # ---- checks ---------------------------------------------------------------
@@ -401,10 +404,12 @@ def read_table(memory: Memory, address: int) -> tuple[list[PatchEntry], int, int
 
 
 def write_slots(pid: int, memory: Memory, table_address: int, entries: list[PatchEntry], hooked: bool,
-                held: frozenset[int] = frozenset()) -> int:
+                held: frozenset[int] = frozenset()) -> tuple[int, float]:
     """With every thread stopped, points each slot at its hook (hooked) or
-    back at its original. Returns how many slots changed."""
+    back at its original. Returns how many slots changed, and for how many
+    seconds the threads stood still."""
     changed = 0
+    started = time.monotonic()
     stopped = stop_all(pid, held)
     try:
         for index, entry in enumerate(entries):
@@ -421,7 +426,7 @@ def write_slots(pid: int, memory: Memory, table_address: int, entries: list[Patc
                 changed += 1
     finally:
         resume_all(stopped)
-    return changed
+    return changed, time.monotonic() - started
 
 
 # ---- attach and detach ----------------------------------------------------
@@ -454,6 +459,7 @@ def attach(pid: int, shim: Path, region_dir: Path, stacks: str, sample_bytes: in
 
     def load() -> Attachment:
         with Memory(pid) as memory:
+            started = time.monotonic()
             borrowed = Borrowed(pid, maps, memory)
             try:
                 handle = borrowed.call(dlopen, borrowed.string(str(shim)), RTLD_NOW)
@@ -484,11 +490,12 @@ def attach(pid: int, shim: Path, region_dir: Path, stacks: str, sample_bytes: in
                                      f"({os.strerror(rc & 0xFFFFFFFF)} in {region_dir})")
             finally:
                 borrowed.release()
+            borrowed_s = time.monotonic() - started
             entries, dropped, objects = read_table(memory, table)
             if not entries:
                 raise AuditError(f"pid {pid}: no allocator slot found in any of its {objects} objects")
-            write_slots(pid, memory, table, entries, hooked=True)
-            return Attachment(pid, shim, table, entries, objects, dropped)
+            _, stopped_s = write_slots(pid, memory, table, entries, hooked=True)
+            return Attachment(pid, shim, table, entries, objects, dropped, borrowed_s, stopped_s)
 
     return _traced(pid, load)
 
@@ -502,7 +509,7 @@ def detach(attachment: Attachment) -> int:
 
     def restore() -> int:
         with Memory(pid) as memory:
-            return write_slots(pid, memory, attachment.table_address, attachment.entries, hooked=False)
+            return write_slots(pid, memory, attachment.table_address, attachment.entries, hooked=False)[0]
 
     try:
         return _traced(pid, restore, "detach")
