@@ -30,9 +30,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from cgo_audit.attachaudit import attached  # noqa: E402
-from cgo_audit.golayout import read_layout  # noqa: E402
-from cgo_audit.shimbuild import build_shim  # noqa: E402
+from cgo_audit.audits.attach import attached  # noqa: E402
+from cgo_audit.shim.build import build_shim  # noqa: E402
+from cgo_audit.toolchain.layout import read_layout  # noqa: E402
 
 MODES = ("plain", "preload: counting", "attach: counting", "preload: stacks sampled", "attach: stacks sampled")
 

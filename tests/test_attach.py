@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from cgo_audit.attachaudit import attached
-from cgo_audit.load import HttpLoad
-from cgo_audit.region import Region
+from cgo_audit.audits.attach import attached
+from cgo_audit.measure.load import HttpLoad
+from cgo_audit.shim.region import Region
 
 from conftest import build_c_test
 from helpers import REPO, SERVER_CWD, assert_one_line_error, audit_json, free_port, run_cli

@@ -1,5 +1,5 @@
 """`cgo-audit attach PID`: the shim loaded into a process that is already
-running (inject.py), sampled and judged exactly as `run` does from the
+running (shim/inject.py), sampled and judged exactly as `run` does from the
 attach moment on: same samples, same verdicts, same sites and reports.
 
 The target is never restarted and never left traced: between the injection
@@ -20,17 +20,17 @@ from typing import Callable, Iterator, Sequence
 
 import psutil
 
+from cgo_audit.audits.run import RunSettings, _conclude
 from cgo_audit.errors import AuditError
-from cgo_audit.goendpoint import EndpointPoller
-from cgo_audit.golayout import LayoutUnavailable, read_layout
-from cgo_audit.inject import Attachment, attach, check_target, detach
-from cgo_audit.load import HttpLoad
-from cgo_audit.region import CHeap, Region, latest_region_of
-from cgo_audit.runaudit import ProgramResult, ProgramSample, RunSettings, _conclude
-from cgo_audit.runner import RunRecord, ShimSession
-from cgo_audit.sampler import read_maps, sample_process
-from cgo_audit.shimbuild import build_shim
-
+from cgo_audit.measure.load import HttpLoad
+from cgo_audit.measure.runner import RunRecord, ShimSession
+from cgo_audit.measure.sampler import read_maps, sample_process
+from cgo_audit.model import ProgramResult, ProgramSample
+from cgo_audit.shim.build import build_shim
+from cgo_audit.shim.inject import Attachment, attach, check_target, detach
+from cgo_audit.shim.region import CHeap, Region, latest_region_of
+from cgo_audit.toolchain.endpoint import EndpointPoller
+from cgo_audit.toolchain.layout import LayoutUnavailable, read_layout
 
 @dataclass
 class AttachSettings:

@@ -1,38 +1,37 @@
-"""The `cgo-audit attach PID` command: its options, and the report it shares
-with `run` and `watch`."""
+"""`cgo-audit attach PID`: load the shim into a running process, count its C
+heap exactly from that moment, detach; reported as `run` reports."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from rich.console import Console
+from cgo_audit.commands.common import add_output_options, add_sampling_options, make_console, report_program
+
+HELP = "attach to a running process and audit it, without a restart"
+DESCRIPTION = ("Load the shim into a running, dynamically linked process (ptrace), count its C heap exactly "
+               "from that moment, then detach and leave it running: the same figures and verdicts as run. "
+               "See docs/attach.md.")
 
 
 def prepare_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pid", type=int)
-    parser.add_argument("--duration", type=float, default=30.0,
-                        help="seconds to count before detaching (0: until Ctrl-C or the process ends)")
+    add_sampling_options(parser, duration=30.0,
+                         duration_help="seconds to count before detaching (0: until Ctrl-C or the process ends)")
     parser.add_argument("--detach-after", type=float, metavar="S",
                         help="detach after S seconds whatever else happens (a bound for production)")
-    parser.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
     parser.add_argument("--warmup", type=float, default=0.0, help="seconds left out of the trends at the start")
-    parser.add_argument("--pprof", dest="pprof_url", help="its pprof address, e.g. http://127.0.0.1:6060")
     parser.add_argument("--load", action="append", default=[], metavar="URL",
                         help="keep GET requests going against URL (repeatable); figures become per request")
     parser.add_argument("--concurrency", type=int, default=2, help="--load connections (default 2)")
     parser.add_argument("--stacks", choices=("all", "sampled", "off"), default="sampled",
                         help="allocation stacks for leak sites (default sampled)")
-    parser.add_argument("--json", type=Path, help="write the JSON report here")
-    parser.add_argument("--html", type=Path, help="write a self-contained HTML report with charts here")
-    parser.add_argument("--quiet", action="store_true", help="no live progress")
+    add_output_options(parser, quiet_help="no live progress")
 
 
-def run(args: argparse.Namespace, console: Console | None = None) -> int:
-    from cgo_audit.attachaudit import AttachSettings, audit_attached
-    from cgo_audit.cli import report_program
+def run(args: argparse.Namespace) -> int:
+    from cgo_audit.audits.attach import AttachSettings, audit_attached
 
-    console = console or Console(highlight=False, soft_wrap=True)
+    console = make_console()
     settings = AttachSettings(pid=args.pid, duration_s=args.duration or None, detach_after_s=args.detach_after,
                               interval_s=args.interval, pprof_url=args.pprof_url, load_urls=args.load,
                               load_concurrency=args.concurrency, stacks=args.stacks, warmup_s=args.warmup)

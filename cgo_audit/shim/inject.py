@@ -37,7 +37,7 @@ from pathlib import Path
 from elftools.elf.elffile import ELFFile
 
 from cgo_audit.errors import AuditError
-from cgo_audit.ptrace import Memory, Regs, Stop, Thread, ThreadGone, TraceError, wait_stop
+from cgo_audit.shim.ptrace import Memory, Regs, Stop, Thread, ThreadGone, TraceError, wait_stop
 
 RTLD_NOW = 2
 SCRATCH_BYTES = 1 << 20
