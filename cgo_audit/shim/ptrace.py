@@ -137,10 +137,27 @@ class Thread:
         _call(PTRACE_SINGLESTEP, self.tid, 0, sig)
 
     def detach(self, sig: int = 0) -> None:
+        """Lets the thread go. One that exited while traced stays a zombie
+        until its tracer reaps it, and with it the whole process: reaped here."""
         try:
             _call(PTRACE_DETACH, self.tid, 0, sig)
+            return
         except ThreadGone:
             pass
+        try:  # not in a stop (running again, or exiting): stop it, then let go
+            self.interrupt()
+            wait_stop(self.tid, 1.0)
+            _call(PTRACE_DETACH, self.tid, 0, sig)
+        except (ThreadGone, TimeoutError, TraceError):
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                try:
+                    got, _ = os.waitpid(self.tid, os.WNOHANG | WALL)
+                except ChildProcessError:
+                    return
+                if got == self.tid:
+                    return
+                time.sleep(0.001)
 
 
 class Memory:
