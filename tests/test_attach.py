@@ -185,15 +185,16 @@ def test_a_killed_cgo_audit_leaves_the_target_serving(tmp_path, leaky):
         watcher = subprocess.Popen([sys.executable, "-m", "cgo_audit", "attach", str(leaky.proc.pid),
                                     "--duration", "600", "--interval", "0.2", "--json", str(report)],
                                    cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        maps = Path(f"/proc/{leaky.proc.pid}/maps")
-        wait_for(lambda: "libcgoaudit" in maps.read_text() and _tracer(leaky.proc.pid) == 0
-                 and _region_growing(leaky.proc.pid), what="the attach")
+        wait_for(lambda: "libcgoaudit" in " ".join(allocator_slot_owners(leaky.proc.pid))
+                 and _tracer(leaky.proc.pid) == 0 and _region_growing(leaky.proc.pid), what="the attach")
         watcher.send_signal(signal.SIGKILL)
         watcher.wait()
         before = load.completed
         wait_for(lambda: load.completed > before + 500, what="requests after the kill")
         assert leaky.proc.poll() is None and leaky.answers()
         assert not report.exists()
+        # As docs/attach.md says: the shim stays in, still counting.
+        assert "libcgoaudit" in " ".join(allocator_slot_owners(leaky.proc.pid))
         # A new attach takes over the slots the dead one left pointing at the
         # shim (per request of its own load only: ours stops first).
         load.stop()
@@ -202,6 +203,54 @@ def test_a_killed_cgo_audit_leaves_the_target_serving(tmp_path, leaky):
         assert again["program"]["c_leak_bytes_per_op"] == pytest.approx(26.0, rel=0.01), proc.stdout + proc.stderr
     finally:
         load.stop()
+
+
+def test_ctrl_c_detaches_and_reports(tmp_path, leaky):
+    load = HttpLoad([leaky.url()])
+    load.start()
+    report = tmp_path / "report.json"
+    try:
+        watcher = subprocess.Popen([sys.executable, "-m", "cgo_audit", "attach", str(leaky.proc.pid),
+                                    "--duration", "0", "--interval", "0.2", "--json", str(report)],
+                                   cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: "libcgoaudit" in " ".join(allocator_slot_owners(leaky.proc.pid)) and _region_growing(leaky.proc.pid),
+                 what="the attach")
+        time.sleep(1.0)   # a few samples
+        watcher.send_signal(signal.SIGINT)
+        out, err = watcher.communicate(timeout=120)
+    finally:
+        load.stop()
+    assert watcher.returncode == 1, out + err
+    assert json.loads(report.read_text())["program"]["verdict"] == "cgo-leak"
+    # The executable's malloc and free slots point where they did before.
+    owners = allocator_slot_owners(leaky.proc.pid)
+    assert owners and not any("libcgoaudit" in owner for owner in owners), owners
+    assert _tracer(leaky.proc.pid) == 0 and leaky.answers()
+
+
+def allocator_slot_owners(pid: int) -> set[str]:
+    """The files the executable's malloc/free GOT slots point into, now."""
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.relocation import RelocationSection
+
+    exe = os.readlink(f"/proc/{pid}/exe")
+    maps = [line.split() for line in Path(f"/proc/{pid}/maps").read_text().splitlines()]
+    ranges = [(*(int(x, 16) for x in m[0].split("-")), m[5] if len(m) > 5 else "") for m in maps]
+    base = min(lo for lo, _, path in ranges if path == exe)
+    owners = set()
+    with open(exe, "rb") as stream, open(f"/proc/{pid}/mem", "rb") as mem:
+        elf = ELFFile(stream)
+        bias = 0 if elf["e_type"] == "ET_EXEC" else base
+        symbols = elf.get_section_by_name(".dynsym")
+        for section in elf.iter_sections():
+            if not isinstance(section, RelocationSection):
+                continue
+            for reloc in section.iter_relocations():
+                if symbols.get_symbol(reloc["r_info_sym"]).name in ("malloc", "free"):
+                    mem.seek(bias + reloc["r_offset"])
+                    value = int.from_bytes(mem.read(8), "little")
+                    owners.update(path for lo, hi, path in ranges if lo <= value < hi)
+    return owners
 
 
 def _tracer(pid: int) -> int:
