@@ -254,8 +254,8 @@ class Borrowed:
             ranked = sorted((rank, tid) for tid in tids
                             if (rank := _thread_rank(self.pid, tid, exe_ranges)) is not None)
             for rank, tid in ranked:
-                if rank > 1:
-                    break
+                if rank == 2:
+                    continue   # in a library's own system call (malloc's mmap, say): it may hold a lock
                 thread = Thread(tid)
                 try:
                     thread.interrupt()
@@ -263,10 +263,17 @@ class Borrowed:
                     regs = thread.get_regs()
                 except ThreadGone:
                     continue
-                in_syscall = regs.orig_rax < (1 << 63)
-                if in_syscall or any(lo <= regs.rip < hi for lo, hi in exe_ranges):
+                waiting = regs.orig_rax < (1 << 63) and regs.orig_rax in WAITING_SYSCALLS
+                if waiting or any(lo <= regs.rip < hi for lo, hi in exe_ranges):
                     return thread, regs
+                # Busy inside a library now: let it go, with any signal it was due.
                 thread.detach(self._take_pending())
+                for sig in self.pending:
+                    try:
+                        _tgkill(self.pid, tid, sig)
+                    except OSError:
+                        pass
+                self.pending.clear()
             os.sched_yield()
         raise AuditError(f"no thread of pid {self.pid} is waiting in a system call or in the program's own "
                          "code (all are busy inside the C library): try again")
