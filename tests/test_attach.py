@@ -384,3 +384,45 @@ int main(void) {
         if target.poll() is None:
             target.kill()
             target.wait()
+
+
+def test_attach_when_the_static_tls_surplus_is_spent(tmp_path):
+    """The shim's initial-exec TLS comes from glibc's static TLS surplus when
+    it is loaded by dlopen. A program whose own dlopen'ed libraries spent
+    that surplus gets a one-line error saying so, and keeps running."""
+    sizes = [2048 >> k for k in range(7)]     # 2048 .. 32 bytes, three libraries each: a greedy fill
+    for size in sizes:
+        for copy in "abc":
+            source = tmp_path / f"tls_{size}{copy}.c"
+            source.write_text(f'__thread char big[{size}] __attribute__((tls_model("initial-exec")));\n'
+                              "char *touch(void) { return big; }\n")
+            subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", str(tmp_path / f"libtls_{size}{copy}.so"),
+                            str(source)], check=True)
+    (tmp_path / "filler.c").write_text(r'''
+#include <dlfcn.h>
+#include <stdio.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    (void)argc;
+    for (int s = 2048; s >= 32; s /= 2)
+        for (char c = 'a'; c <= 'c'; c++) {
+            char path[512];
+            snprintf(path, sizeof path, "%s/libtls_%d%c.so", argv[1], s, c);
+            dlopen(path, RTLD_NOW);
+        }
+    puts("filled");
+    fflush(stdout);
+    for (;;) pause();
+}
+''')
+    subprocess.run(["cc", "-O2", "-o", str(tmp_path / "filler"), str(tmp_path / "filler.c"), "-ldl"], check=True)
+    target = subprocess.Popen([str(tmp_path / "filler"), str(tmp_path)], stdout=subprocess.PIPE)
+    try:
+        assert target.stdout is not None and target.stdout.readline().strip() == b"filled"
+        assert_one_line_error(run_cli("attach", str(target.pid), "--duration", "1", "--stacks", "off"),
+                              "static TLS", "optional_static_tls")
+        assert target.poll() is None
+        assert _tracer(target.pid) == 0
+    finally:
+        target.kill()
+        target.wait()
