@@ -27,7 +27,7 @@ from cgo_audit.measure.runner import RunRecord, ShimSession
 from cgo_audit.measure.sampler import read_maps, sample_process
 from cgo_audit.model import ProgramResult, ProgramSample
 from cgo_audit.shim.build import build_shim
-from cgo_audit.shim.inject import Attachment, attach, check_target, detach
+from cgo_audit.shim.inject import Attachment, attach, check_target, detach, signals_held
 from cgo_audit.shim.region import CHeap, Region, latest_region_of
 from cgo_audit.toolchain.endpoint import EndpointPoller
 from cgo_audit.toolchain.layout import LayoutUnavailable, read_layout
@@ -87,14 +87,20 @@ def attached(pid: int, stacks: str, sample_bytes: int, keep_dir: bool = False
         owner = os.stat(f"/proc/{pid}")
         if owner.st_uid != os.geteuid() and os.geteuid() == 0:
             os.chown(session.directory, owner.st_uid, owner.st_gid)   # the target writes its region there
-        attachment = attach(pid, shim, session.directory, stacks, sample_bytes, layout)
+        attachment = None
         try:
+            # A Ctrl-C during the injection is handled once the slots are in,
+            # here, where the detach below is sure to follow.
+            with signals_held():
+                attachment = attach(pid, shim, session.directory, stacks, sample_bytes, layout)
             path = latest_region_of(session.directory, pid)
             if path is None:
                 raise AuditError(f"pid {pid} loaded the shim but wrote no region in {session.directory}")
             yield attachment, path, session
         finally:
-            detach(attachment)
+            if attachment is not None:
+                with signals_held():
+                    detach(attachment)
 
 
 Progress = Callable[[ProgramSample], None]
@@ -200,8 +206,9 @@ def audit_attached(settings: AttachSettings, progress: Progress = lambda _: None
                 record.preload_active = True
                 record.elapsed_s = time.monotonic() - started
                 region.close()
-    except _Stop:
-        pass
+    except (_Stop, KeyboardInterrupt):
+        if not samples:
+            raise KeyboardInterrupt from None   # stopped before anything was measured
     finally:
         if before_term is not None:
             signal.signal(signal.SIGTERM, before_term)

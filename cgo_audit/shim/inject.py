@@ -31,8 +31,10 @@ import os
 import re
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from elftools.elf.elffile import ELFFile
 
@@ -439,10 +441,33 @@ def write_slots(pid: int, memory: Memory, table_address: int, entries: list[Patc
 # ---- attach and detach ----------------------------------------------------
 
 
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the injection or the detach is over: cut
+    short, they would leave a borrowed thread inside dlopen, or half of the
+    slots changed. Their handlers run once it is over."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    previous = {sig: signal.signal(sig, lambda number, _frame: arrived.append(number))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(arrived):
+            signal.raise_signal(sig)
+
+
 def _traced(pid: int, action, during: str = "attach"):  # type: ignore[no-untyped-def]
     """Runs action, turning ptrace failures into one-line errors."""
     try:
-        return action()
+        with signals_held():
+            return action()
     except ThreadGone:
         raise AuditError(f"pid {pid} exited during the {during}") from None
     except TraceError as exc:
