@@ -426,3 +426,15 @@ int main(int argc, char **argv) {
     finally:
         target.kill()
         target.wait()
+
+
+def test_watch_detach_after_bounds_the_attach(tmp_path, leaky):
+    """--detach-after ends an unbounded watch (--duration 0) and restores the slots."""
+    proc, report = audit_json(tmp_path, str(leaky.proc.pid), "--duration", "0", "--detach-after", "2",
+                              "--interval", "0.25", command="watch")
+    assert proc.returncode in (0, 1), proc.stdout + proc.stderr
+    notes = " ".join(report["program"]["notes"])
+    assert "then detached as asked" in notes
+    owners = allocator_slot_owners(leaky.proc.pid)
+    assert owners and not any("libcgoaudit" in owner for owner in owners), owners
+    assert leaky.answers()
