@@ -27,7 +27,8 @@ from cgo_audit.measure.runner import RunRecord, ShimSession
 from cgo_audit.measure.sampler import read_maps, sample_process
 from cgo_audit.model import ProgramResult, ProgramSample
 from cgo_audit.shim.build import build_shim
-from cgo_audit.shim.inject import Attachment, attach, check_target, detach, signals_held
+from cgo_audit.shim.inject import Attachment, attach, detach, signals_held
+from cgo_audit.shim.target import check_target
 from cgo_audit.shim.region import CHeap, Region, latest_region_of
 from cgo_audit.toolchain.endpoint import EndpointPoller
 from cgo_audit.toolchain.layout import LayoutUnavailable, read_layout

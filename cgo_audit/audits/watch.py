@@ -56,7 +56,7 @@ def region_of(pid: int) -> tuple[Path | None, str | None]:
 def attach_refusal(pid: int, refused: bool) -> str | None:
     """None when `watch` should attach the shim to pid; else why it does not
     (started under the shim already, --no-attach, or attach impossible)."""
-    from cgo_audit.shim.inject import check_target
+    from cgo_audit.shim.target import check_target
 
     if region_of(pid)[0] is not None or not os.path.isdir(f"/proc/{pid}"):
         return "" if os.path.isdir(f"/proc/{pid}") else None
