@@ -477,25 +477,30 @@ static void *pvalloc_from_memalign(size_t size)
 #ifdef CGO_AUDIT_STATIC
 #include "static_link.h"
 #else
-static int resolve_all(void)
+static int resolve_all_in(void *scope)
 {
-    real_malloc = dlsym(RTLD_NEXT, "malloc");
-    real_calloc = dlsym(RTLD_NEXT, "calloc");
-    real_realloc = dlsym(RTLD_NEXT, "realloc");
-    real_free = dlsym(RTLD_NEXT, "free");
-    real_posix_memalign = dlsym(RTLD_NEXT, "posix_memalign");
-    real_aligned_alloc = dlsym(RTLD_NEXT, "aligned_alloc");
-    real_memalign = dlsym(RTLD_NEXT, "memalign");
-    real_valloc = dlsym(RTLD_NEXT, "valloc");
-    real_pvalloc = dlsym(RTLD_NEXT, "pvalloc");
+    real_malloc = dlsym(scope, "malloc");
+    real_calloc = dlsym(scope, "calloc");
+    real_realloc = dlsym(scope, "realloc");
+    real_free = dlsym(scope, "free");
+    real_posix_memalign = dlsym(scope, "posix_memalign");
+    real_aligned_alloc = dlsym(scope, "aligned_alloc");
+    real_memalign = dlsym(scope, "memalign");
+    real_valloc = dlsym(scope, "valloc");
+    real_pvalloc = dlsym(scope, "pvalloc");
     if (real_pvalloc == NULL) {
         real_pvalloc = pvalloc_from_memalign;
     }
-    real_malloc_usable_size = dlsym(RTLD_NEXT, "malloc_usable_size");
-    real_pthread_create = dlsym(RTLD_NEXT, "pthread_create");
+    real_malloc_usable_size = dlsym(scope, "malloc_usable_size");
+    real_pthread_create = dlsym(scope, "pthread_create");
     return real_malloc && real_calloc && real_realloc && real_free && real_posix_memalign &&
            real_aligned_alloc && real_memalign && real_valloc && real_pvalloc &&
            real_malloc_usable_size && real_pthread_create;
+}
+
+static int resolve_all(void)
+{
+    return resolve_all_in(RTLD_NEXT);
 }
 #endif
 
@@ -859,3 +864,66 @@ EXPORT void cgo_audit_read_totals(struct cgo_audit_counters *out)
         out->thread_start_free_bytes += __atomic_load_n(&c->thread_start_free_bytes, __ATOMIC_RELAXED);
     }
 }
+
+/* ---- attach mode (attach.c) --------------------------------------------- */
+
+/* A static executable is built with the shim inside: nothing to attach. */
+#ifndef CGO_AUDIT_STATIC
+
+#define HOOK_ALIAS(name) extern __typeof(name) shim_hook_##name __attribute__((alias(#name), copy(name)));
+HOOK_ALIAS(malloc)
+HOOK_ALIAS(free)
+HOOK_ALIAS(calloc)
+HOOK_ALIAS(realloc)
+HOOK_ALIAS(reallocarray)
+HOOK_ALIAS(posix_memalign)
+HOOK_ALIAS(aligned_alloc)
+HOOK_ALIAS(memalign)
+HOOK_ALIAS(valloc)
+HOOK_ALIAS(pvalloc)
+HOOK_ALIAS(pthread_create)
+
+int shim_attach_region(const char *dir, uint32_t flags)
+{
+    if (__atomic_load_n(&init_state, __ATOMIC_ACQUIRE) != INIT_DONE) {
+        init_slow();
+    }
+    /* Loaded by dlopen, RTLD_NEXT names the allocator after the shim in its
+     * own scope (libc's), but the program's slots point at the global one,
+     * which may be another allocator linked into the executable. Its blocks
+     * must go back to it. */
+    tls.reentry++;
+    int resolved = resolve_all_in(RTLD_DEFAULT);
+    tls.reentry--;
+    if (!resolved) {
+        errno = ENOENT;
+        return -1;
+    }
+    uint32_t generation = 0;
+    struct cgo_audit_region *old = region;
+    struct cgo_audit_region *fresh = create_region_file(dir, &generation);
+    if (fresh == NULL) {
+        return -1;
+    }
+    uint32_t slots = __atomic_load_n(&old->header.slots_in_use, __ATOMIC_ACQUIRE);
+    /* The new file takes the old region's place in one step: a thread that
+     * counts meanwhile writes to one or the other, never to unmapped memory. */
+    void *moved = mremap(fresh, sizeof *fresh, sizeof *fresh, MREMAP_MAYMOVE | MREMAP_FIXED, old);
+    if (moved == MAP_FAILED) {
+        int saved = errno;
+        munmap(fresh, sizeof *fresh);
+        unlink(region_path);
+        errno = saved;
+        return -1;
+    }
+    region_is_file = 1;
+    fill_header(region, generation, flags);
+    region->header.slots_in_use = slots; /* threads keep the slots they hold */
+    return 0;
+}
+
+void shim_attach_publish(void)
+{
+    publish(region);
+}
+#endif /* CGO_AUDIT_STATIC */

@@ -174,20 +174,37 @@ static void find_own_text(void)
 
 void shim_stack_init(struct cgo_audit_region *r)
 {
-    const char *setting = getenv("CGO_AUDIT_STACKS");
+    const char *period = getenv("CGO_AUDIT_SAMPLE_BYTES");
+    const char *end;
+    shim_stack_configure(r, getenv("CGO_AUDIT_STACKS"), period != NULL ? parse_u64(period, &end) : 0,
+                         getenv("CGO_AUDIT_GO_LAYOUT"));
+}
+
+/* Attach mode: the settings come from the injector, and the table starts
+ * again empty in a fresh region (r). The index holds positions in the old
+ * region's table: it is emptied first. */
+void shim_stack_reset(struct cgo_audit_region *r, const char *setting, uint64_t period, const char *layout)
+{
+    spin_acquire(&table_lock);
+    memset(stack_index, 0, sizeof stack_index);
+    spin_release(&table_lock);
+    memset(&go, 0, sizeof go);
+    shim_stack_configure(r, setting, period, layout);
+}
+
+void shim_stack_configure(struct cgo_audit_region *r, const char *setting, uint64_t period, const char *layout)
+{
     mode = CGO_AUDIT_STACKS_OFF;
     if (setting != NULL && strcmp(setting, "all") == 0) {
         mode = CGO_AUDIT_STACKS_ALL;
     } else if (setting != NULL && strcmp(setting, "sampled") == 0) {
         mode = CGO_AUDIT_STACKS_SAMPLED;
     }
-    const char *period = getenv("CGO_AUDIT_SAMPLE_BYTES");
-    const char *end;
-    sample_period = period != NULL ? parse_u64(period, &end) : 0;
+    sample_period = period;
     if (sample_period == 0) {
         sample_period = 512 * 1024; /* Go's default MemProfileRate */
     }
-    parse_layout(getenv("CGO_AUDIT_GO_LAYOUT"));
+    parse_layout(layout);
     if (go.thread_start_hi > go.thread_start_lo) {
         uintptr_t bias = executable_bias();
         shim_thread_start_lo = bias + go.thread_start_lo;
@@ -207,8 +224,8 @@ void shim_stack_init(struct cgo_audit_region *r)
     }
     if (mode != CGO_AUDIT_STACKS_OFF) {
         find_own_text();
-        shim_stacks_enabled = mode;
     }
+    shim_stacks_enabled = mode;
 }
 
 /* ---- sampling (Go's MemProfileRate scheme) -------------------------------- */
