@@ -19,4 +19,8 @@ int cgo_audit_region_path(char *buf, size_t len);
 void cgo_audit_read_totals(struct cgo_audit_counters *out);
 /* CDEF-END */
 
+/* export.c, for the Go heap-profile handler (goaudit/cheap): what stacks
+ * [0, count) have allocated in all, freed or not. Returns the count copied. */
+uint64_t cgo_audit_stack_alloc_totals(uint64_t *bytes, uint64_t *allocs, uint64_t count);
+
 #endif

@@ -36,6 +36,9 @@ void shim_stack_lock_all(void);
 void shim_stack_unlock_all(void);
 void shim_stack_copy(struct cgo_audit_region *dst, const struct cgo_audit_region *src);
 
+/* export.c: adds one allocation of bytes to the totals of stack tag. */
+void shim_export_count_alloc(unsigned tag, uint64_t bytes);
+
 #pragma GCC visibility pop
 
 #endif

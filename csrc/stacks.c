@@ -435,6 +435,9 @@ void shim_stack_count(struct cgo_audit_region *r, unsigned tag, int64_t bytes, i
     struct cgo_audit_stack *s = &r->stacks[tag - CGO_AUDIT_TAG_FIRST_STACK];
     __atomic_fetch_add(&s->live_bytes, bytes, __ATOMIC_RELAXED);
     __atomic_fetch_add(&s->live_allocs, allocs, __ATOMIC_RELAXED);
+    if (allocs > 0) {
+        shim_export_count_alloc(tag, (uint64_t)bytes);
+    }
 }
 
 void shim_stack_lock_all(void)
