@@ -1,0 +1,179 @@
+"""goaudit/cheap: the C heap served as a pprof profile by the service itself.
+The fixture server links the handler; real go tool pprof reads it over HTTP
+while the server, under the real shim, answers real requests."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import pytest
+
+from cgo_audit.golayout import read_layout
+from cgo_audit.gotool import go_executable
+from cgo_audit.runner import ShimSession
+
+from helpers import SERVER_CWD, free_port, source_line
+
+LEAK_PER_REQUEST = 26        # C.CString("testdata/app.conf") + C.CString("timeout"): 18 + 8 bytes
+GETVALUE_GO = SERVER_CWD / "getvalue.go"
+WAIT_S = 120                 # generous bound for every wait: the tests must pass on a loaded machine
+HANDLER_PATH = "/debug/cgo-audit/heap"
+
+
+class Server:
+    """The fixture server on loopback, counting the requests the test makes."""
+
+    def __init__(self, binary: Path, env: Mapping[str, str]) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.requests = 0
+        self.proc = subprocess.Popen([str(binary), "-addr", f"127.0.0.1:{self.port}", "-mode", "leaky"],
+                                     cwd=SERVER_CWD, env=dict(env), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, start_new_session=True)
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            assert self.proc.poll() is None, self.proc.stderr.read().decode() if self.proc.stderr else ""
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                assert time.monotonic() < deadline, "the fixture server never listened"
+                time.sleep(0.05)
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.base + path, timeout=WAIT_S) as answer:
+                return answer.status, answer.read().decode(errors="replace")
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode(errors="replace")
+
+    def request(self, count: int) -> None:
+        """count leaky requests, one after another, each answered."""
+        for _ in range(count):
+            status, body = self.get("/value?key=timeout")
+            assert (status, body.strip()) == (200, "30s")
+            self.requests += 1
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+@pytest.fixture
+def shim_session(shim_path: Path) -> Iterator[ShimSession]:
+    with ShimSession(shim_path) as session:
+        yield session
+
+
+def start(binary: Path, env: Mapping[str, str]) -> Server:
+    return Server(binary, env)
+
+
+@pytest.fixture
+def server_under_shim(leakyserver: Path, shim_session: ShimSession) -> Iterator[Server]:
+    layout = read_layout(leakyserver).environment_value()
+    server = start(leakyserver, shim_session.environment(extra={"CGO_AUDIT_STACKS": "all",
+                                                                "CGO_AUDIT_GO_LAYOUT": layout}))
+    yield server
+    server.close()
+
+
+def pprof(*args: str, tmp_path: Path) -> str:
+    """go tool pprof ARGS; its output (it saves fetched profiles in tmp_path)."""
+    proc = subprocess.run([go_executable(), "tool", "pprof", *args], capture_output=True, text=True,
+                          timeout=WAIT_S, env={**os.environ, "PPROF_TMPDIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr
+
+
+def flat_bytes(top: str, name: str) -> int:
+    """The flat bytes of the -top row named name (with -unit=B)."""
+    rows = [line for line in top.splitlines() if line.rstrip().endswith(name)]
+    assert len(rows) == 1, top
+    return int(re.match(r"\s*(\d+)B\s", rows[0]).group(1))
+
+
+def window_open(server: Server) -> bool:
+    """A delta scrape is waiting out its window (its goroutine shows it)."""
+    status, dump = server.get("/debug/pprof/goroutine?debug=2")
+    assert status == 200
+    return "goaudit/cheap.waitWindow" in dump
+
+
+def test_delta_profile_names_the_cstring_call_with_26_bytes_per_request(server_under_shim, tmp_path):
+    server = server_under_shim
+    server.request(30)   # steady state before the window: not growth within it
+    scrape = subprocess.Popen([go_executable(), "tool", "pprof", "-top", "-unit=B",
+                               f"{server.base}{HANDLER_PATH}?seconds=5"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "PPROF_TMPDIR": str(tmp_path)})
+    deadline = time.monotonic() + WAIT_S
+    while not window_open(server):
+        assert scrape.poll() is None and time.monotonic() < deadline, "the delta scrape never started"
+        time.sleep(0.02)
+    before = server.requests
+    server.request(20)
+    in_window = server.requests - before
+    # Every one of them was answered while the window was open.
+    assert window_open(server), "the 5 s window closed before 20 loopback requests were answered"
+    top, _ = scrape.communicate(timeout=WAIT_S)
+    assert scrape.returncode == 0, top
+    assert "C heap growth over" in top
+    assert flat_bytes(top, "C.CString") == LEAK_PER_REQUEST * in_window, top
+    assert "cstring.GetValueLeaky" in top
+
+    # The saved profile, by line: the call is at the source line that makes it.
+    saved = re.search(r"Saved profile in (\S+)", top).group(1)
+    line = source_line(GETVALUE_GO, "C.get_value(C.CString(file), C.CString(key)")
+    lines = pprof("-top", "-lines", "-unit=B", saved, tmp_path=tmp_path)
+    assert flat_bytes(lines, f"C.CString {GETVALUE_GO}:{line}") == LEAK_PER_REQUEST * in_window, lines
+    assert line == 35
+
+
+def test_full_profile_holds_every_request_since_start(server_under_shim, tmp_path):
+    server = server_under_shim
+    server.request(17)
+    url = server.base + HANDLER_PATH
+    inuse = pprof("-top", "-unit=B", url, tmp_path=tmp_path)
+    assert "Type: inuse_space" in inuse
+    assert flat_bytes(inuse, "C.CString") == LEAK_PER_REQUEST * server.requests, inuse
+    # Never freed: allocated in all is what is still live, block for block.
+    alloc = pprof("-top", "-unit=B", "-sample_index=alloc_space", url, tmp_path=tmp_path)
+    assert flat_bytes(alloc, "C.CString") == LEAK_PER_REQUEST * server.requests, alloc
+    objects = pprof("-top", "-sample_index=inuse_objects", url, tmp_path=tmp_path)
+    rows = [line for line in objects.splitlines() if line.rstrip().endswith("C.CString")]
+    assert len(rows) == 1 and int(rows[0].split()[0]) == 2 * server.requests, objects
+
+
+def test_without_the_shim_the_handler_says_why(leakyserver):
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    server = start(leakyserver, env)
+    try:
+        status, body = server.get(HANDLER_PATH)
+        assert status == 503
+        assert "does not run under the cgo-audit shim" in body and "LD_PRELOAD" in body, body
+        status, body = server.get(HANDLER_PATH + "?seconds=nope")
+        assert status == 400 and "bad seconds" in body, body
+    finally:
+        server.close()
+
+
+def test_under_the_shim_without_stacks_the_handler_says_why(leakyserver, shim_session):
+    env = {k: v for k, v in shim_session.environment().items() if k != "CGO_AUDIT_STACKS"}
+    server = start(leakyserver, env)
+    try:
+        status, body = server.get(HANDLER_PATH)
+        assert status == 503
+        assert "records no allocation stacks" in body and "CGO_AUDIT_STACKS=all" in body, body
+    finally:
+        server.close()
