@@ -6,12 +6,8 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -21,52 +17,12 @@ from cgo_audit.golayout import read_layout
 from cgo_audit.gotool import go_executable
 from cgo_audit.runner import ShimSession
 
-from helpers import SERVER_CWD, free_port, source_line
+from helpers import SERVER_CWD, source_line
+from loopback_server import WAIT_S, Server
 
 LEAK_PER_REQUEST = 26        # C.CString("testdata/app.conf") + C.CString("timeout"): 18 + 8 bytes
 GETVALUE_GO = SERVER_CWD / "getvalue.go"
-WAIT_S = 120                 # generous bound for every wait: the tests must pass on a loaded machine
 HANDLER_PATH = "/debug/cgo-audit/heap"
-
-
-class Server:
-    """The fixture server on loopback, counting the requests the test makes."""
-
-    def __init__(self, binary: Path, env: Mapping[str, str]) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.requests = 0
-        self.proc = subprocess.Popen([str(binary), "-addr", f"127.0.0.1:{self.port}", "-mode", "leaky"],
-                                     cwd=SERVER_CWD, env=dict(env), stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, start_new_session=True)
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            assert self.proc.poll() is None, self.proc.stderr.read().decode() if self.proc.stderr else ""
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                assert time.monotonic() < deadline, "the fixture server never listened"
-                time.sleep(0.05)
-
-    def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(self.base + path, timeout=WAIT_S) as answer:
-                return answer.status, answer.read().decode(errors="replace")
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode(errors="replace")
-
-    def request(self, count: int) -> None:
-        """count leaky requests, one after another, each answered."""
-        for _ in range(count):
-            status, body = self.get("/value?key=timeout")
-            assert (status, body.strip()) == (200, "30s")
-            self.requests += 1
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
 
 
 @pytest.fixture
@@ -76,7 +32,8 @@ def shim_session(shim_path: Path) -> Iterator[ShimSession]:
 
 
 def start(binary: Path, env: Mapping[str, str]) -> Server:
-    return Server(binary, env)
+    """The fixture server (leaky mode) on a free loopback port."""
+    return Server(binary, env, lambda addr: ["-addr", addr, "-mode", "leaky"], cwd=SERVER_CWD)
 
 
 @pytest.fixture
