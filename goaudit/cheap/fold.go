@@ -44,7 +44,8 @@ func cgoName(function string) (string, bool, bool) {
 // came from.
 type shownFrame struct {
 	frame
-	pc uintptr
+	pc     uintptr
+	folded bool // the frame that stands for a run of trampolines
 }
 
 // fold turns a stack's frames (expanded, innermost first) into what the
@@ -54,10 +55,10 @@ func fold(expanded []shownFrame) []shownFrame {
 	shown := make([]shownFrame, 0, len(expanded))
 	folding := false
 	for _, f := range expanded {
-		if f.function != "" && isTrampoline(f.function) {
-			name, goSide, named := cgoName(f.function)
+		if f.trampoline {
+			name, goSide, named := f.cgoCall, f.cgoGoSide, f.cgoCall != ""
 			if !folding {
-				shown = append(shown, shownFrame{frame: frame{function: "C.<call>", goCode: true}, pc: f.pc})
+				shown = append(shown, shownFrame{frame: frame{function: "C.<call>", goCode: true}, pc: f.pc, folded: true})
 				folding = true
 			}
 			last := &shown[len(shown)-1]

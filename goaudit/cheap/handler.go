@@ -153,7 +153,7 @@ var state struct {
 	sync.Mutex
 	stacks    [][]int     // stack index -> its locations (indexes into locs), outermost last
 	locs      []globalLoc // every location met so far
-	locIndex  map[string]int
+	locIndex  map[locKey]int
 	funcs     []frame // every function met (name and file)
 	funcIndex map[[2]string]int
 	stackBuf  []shimregion.Stack
@@ -371,7 +371,8 @@ func expandStack(st shimregion.Stack, exe *procMapping) []int {
 	var out []int
 	for start := 0; start < len(shown); {
 		end := start + 1
-		for end < len(shown) && shown[end].pc == shown[start].pc && shown[start].function != "" {
+		for end < len(shown) && shown[end].pc == shown[start].pc && shown[start].function != "" &&
+			!shown[start].folded && !shown[end].folded {
 			end++ // frames inlined at one return address share its location
 		}
 		out = append(out, internLocation(shown[start:end]))
@@ -380,16 +381,24 @@ func expandStack(st shimregion.Stack, exe *procMapping) []int {
 	return out
 }
 
+// locKey tells locations apart: the frames of a return address are always
+// the same, except the folded frame's, which takes the name of the call and
+// the line of its caller.
+type locKey struct {
+	pc         uintptr
+	fold, file string
+	line       int64
+}
+
 func internLocation(frames []shownFrame) int {
-	var key strings.Builder
-	fmt.Fprintf(&key, "%x", frames[0].pc)
-	for _, f := range frames {
-		fmt.Fprintf(&key, "|%s|%s|%d", f.function, f.file, f.line)
+	key := locKey{pc: frames[0].pc}
+	if frames[0].folded {
+		key.fold, key.file, key.line = frames[0].function, frames[0].file, frames[0].line
 	}
 	if state.locIndex == nil {
-		state.locIndex, state.funcIndex = map[string]int{}, map[[2]string]int{}
+		state.locIndex, state.funcIndex = map[locKey]int{}, map[[2]string]int{}
 	}
-	if g, ok := state.locIndex[key.String()]; ok {
+	if g, ok := state.locIndex[key]; ok {
 		return g
 	}
 	loc := globalLoc{pc: frames[0].pc}
@@ -409,6 +418,6 @@ func internLocation(frames []shownFrame) int {
 	}
 	g := len(state.locs)
 	state.locs = append(state.locs, loc)
-	state.locIndex[key.String()] = g
+	state.locIndex[key] = g
 	return g
 }

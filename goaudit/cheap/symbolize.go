@@ -26,6 +26,10 @@ type frame struct {
 	file     string
 	line     int64
 	goCode   bool
+	// Classified once, when the frame is first named (see fold.go).
+	trampoline bool
+	cgoCall    string // C.<name> for a trampoline that names its C function
+	cgoGoSide  bool
 }
 
 // procMapping is one executable mapping of /proc/self/maps.
@@ -99,6 +103,13 @@ func framesOf(pc uintptr, exe *procMapping) []frame {
 		}
 	} else if name := librarySymbol(pc - 1); name != "" {
 		out = []frame{{function: name}}
+	}
+	for i := range out {
+		f := &out[i]
+		f.trampoline = isTrampoline(f.function)
+		if f.trampoline {
+			f.cgoCall, f.cgoGoSide, _ = cgoName(f.function)
+		}
 	}
 	if symbolCache.frames == nil {
 		symbolCache.frames = map[uintptr][]frame{}
