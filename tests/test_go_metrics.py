@@ -160,3 +160,14 @@ def test_without_the_shim_only_the_shim_gauge_is_exported(metrics_program):
         assert metrics(server) == {"cgo_audit_shim_active": 0}
     finally:
         server.close()
+
+
+@pytest.mark.network
+def test_the_collector_passes_client_golangs_pedantic_checks_under_the_shim(metrics_program, shim_session):
+    # metrics_program has fetched client_golang; the package's own Go test
+    # gathers through a pedantic registry (names, help, labels, types).
+    proc = subprocess.run([go_executable(), "test", "-count=1", "-v", "-run", "TestCollectorIsConsistent", "."],
+                          cwd=PROM_MODULE, env=shim_session.environment(), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "--- PASS: TestCollectorIsConsistent" in proc.stdout
