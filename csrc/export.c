@@ -26,6 +26,16 @@ void shim_export_count_alloc(unsigned tag, uint64_t bytes)
     __atomic_fetch_add(&alloc_totals[index].allocs, 1, __ATOMIC_RELAXED);
 }
 
+/* A fresh, empty stack table (attach mode's shim_stack_reset) starts its
+ * totals again at zero: they are indexed like the table. */
+void shim_export_reset(void)
+{
+    for (unsigned i = 0; i < CGO_AUDIT_STACK_CAPACITY; i++) {
+        __atomic_store_n(&alloc_totals[i].bytes, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&alloc_totals[i].allocs, 0, __ATOMIC_RELAXED);
+    }
+}
+
 /* Copies the allocation totals of stacks [0, count) (count at most the
  * table's capacity): bytes[i] and allocs[i] are what stack i has allocated
  * since the shim started counting, freed or not. Returns how many it copied. */

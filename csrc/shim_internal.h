@@ -36,8 +36,10 @@ void shim_stack_lock_all(void);
 void shim_stack_unlock_all(void);
 void shim_stack_copy(struct cgo_audit_region *dst, const struct cgo_audit_region *src);
 
-/* export.c: adds one allocation of bytes to the totals of stack tag. */
+/* export.c: adds one allocation of bytes to the totals of stack tag;
+ * zeroes every total when the stack table starts again empty. */
 void shim_export_count_alloc(unsigned tag, uint64_t bytes);
+void shim_export_reset(void);
 
 #pragma GCC visibility pop
 

@@ -13,11 +13,12 @@ from typing import Iterator, Mapping
 
 import pytest
 
+from cgo_audit.driver import build_go_command
 from cgo_audit.golayout import read_layout
 from cgo_audit.gotool import go_executable
 from cgo_audit.runner import ShimSession
 
-from helpers import SERVER_CWD, source_line
+from helpers import FIXTURES, SERVER_CWD, source_line
 from loopback_server import WAIT_S, Server
 
 LEAK_PER_REQUEST = 26        # C.CString("testdata/app.conf") + C.CString("timeout"): 18 + 8 bytes
@@ -132,5 +133,22 @@ def test_under_the_shim_without_stacks_the_handler_says_why(leakyserver, shim_se
         status, body = server.get(HANDLER_PATH)
         assert status == 503
         assert "records no allocation stacks" in body and "CGO_AUDIT_STACKS=all" in body, body
+    finally:
+        server.close()
+
+
+def test_a_shim_loaded_later_with_rtld_local_is_found(build_dir, shim_path):
+    # As cgo-audit attach loads it: dlopen(RTLD_NOW), so dlsym(RTLD_DEFAULT)
+    # cannot see it; the handler finds it among the mapped files.
+    binary = build_go_command(FIXTURES, "./cmd/lateshim", build_dir / "lateshim")
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    env["CGO_AUDIT_STACKS"] = "all"    # read by the shim when it loads
+    server = Server(binary, env, lambda addr: ["-addr", addr, "-shim", str(shim_path)])
+    try:
+        status, body = server.get(HANDLER_PATH)
+        assert status == 503 and "does not run under the cgo-audit shim" in body, body
+        assert server.get("/load") == (200, "loaded\n")
+        status, body = server.get(HANDLER_PATH)
+        assert status == 200, body
     finally:
         server.close()
