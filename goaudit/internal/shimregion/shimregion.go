@@ -238,7 +238,7 @@ func (s *Shim) Stacks(dst []Stack) []Stack {
 		C.shimregion_alloc_totals(s.allocTotals, (*C.uint64_t)(unsafe.Pointer(&allocBytes[0])),
 			(*C.uint64_t)(unsafe.Pointer(&allocBlocks[0])), C.uint64_t(used))
 	}
-	table := unsafe.Slice(&r.stacks[0], used)
+	table := r.stacks[:used]
 	for i := range table {
 		e := &table[i]
 		depth := int(e.depth)
@@ -246,7 +246,7 @@ func (s *Shim) Stacks(dst []Stack) []Stack {
 			depth = int(C.CGO_AUDIT_STACK_DEPTH)
 		}
 		st := Stack{
-			Frames:      unsafe.Slice((*uintptr)(unsafe.Pointer(&e.frames[0])), depth),
+			Frames:      (*[C.CGO_AUDIT_STACK_DEPTH]uintptr)(unsafe.Pointer(&e.frames[0]))[:depth:depth],
 			GoStatement: e.mode_flags&2 != 0,
 			LiveBytes:   int64(e.live_bytes),
 			LiveBlocks:  int64(e.live_allocs),
