@@ -151,18 +151,25 @@ func takeFigures(shim *shimregion.Shim) []figures {
 // once for the life of the process. One scrape at a time builds.
 var state struct {
 	sync.Mutex
-	stacks    [][]int     // stack index -> its locations (indexes into locs), outermost last
-	locs      []globalLoc // every location met so far
+	stacks    []cachedStack // by stack index
+	locs      []globalLoc   // every location met so far
 	locIndex  map[locKey]int
 	funcs     []frame // every function met (name and file)
 	funcIndex map[[2]string]int
 	stackBuf  []shimregion.Stack
 }
 
+// cachedStack is a stack's locations (indexes into state.locs), innermost
+// first, and the shim's hash of its frames: a shim attached again starts its
+// table over, and an index may then hold another stack.
+type cachedStack struct {
+	hash uint64
+	locs []int
+}
+
 type globalLoc struct {
 	pc    uintptr
 	lines []line // function indexes into state.funcs (0-based, +1 in the profile), innermost first
-	named bool   // named in-process (else pprof symbolizes it from its mapping)
 }
 
 // exeText is an address in this executable's code, to find its mapping.
@@ -282,13 +289,14 @@ func (b *builder) str(s string) int64 {
 // stackLocations is the profile's location ids for stack i, innermost first.
 func (b *builder) stackLocations(i int, st shimregion.Stack, exe *procMapping, maps []procMapping) []uint64 {
 	for len(state.stacks) <= i {
-		state.stacks = append(state.stacks, nil)
+		state.stacks = append(state.stacks, cachedStack{})
 	}
-	if state.stacks[i] == nil {
-		state.stacks[i] = expandStack(st, exe)
+	cached := &state.stacks[i]
+	if cached.locs == nil || cached.hash != st.Hash {
+		*cached = cachedStack{st.Hash, expandStack(st, exe)}
 	}
-	ids := make([]uint64, 0, len(state.stacks[i]))
-	for _, g := range state.stacks[i] {
+	ids := make([]uint64, 0, len(cached.locs))
+	for _, g := range cached.locs {
 		id, ok := b.locID[g]
 		if !ok {
 			id = uint64(len(b.p.locations) + 1)
@@ -404,7 +412,7 @@ func internLocation(frames []shownFrame) int {
 	loc := globalLoc{pc: frames[0].pc}
 	for _, f := range frames {
 		if f.function == "" {
-			continue // unnamed: pprof names it from the mapping
+			continue // unnamed: pprof shows its address in its mapping
 		}
 		fk := [2]string{f.function, f.file}
 		fi, ok := state.funcIndex[fk]
@@ -414,7 +422,6 @@ func internLocation(frames []shownFrame) int {
 			state.funcIndex[fk] = fi
 		}
 		loc.lines = append(loc.lines, line{function: uint64(fi), line: f.line})
-		loc.named = true
 	}
 	g := len(state.locs)
 	state.locs = append(state.locs, loc)

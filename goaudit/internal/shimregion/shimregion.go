@@ -211,6 +211,8 @@ func (s *Shim) Header() Header {
 
 // Stack is one distinct allocation stack and the heap it accounts for.
 type Stack struct {
+	// Hash is the shim's hash of the frames (never 0 for a stored stack).
+	Hash uint64
 	// Frames are return addresses, innermost first. They point into the
 	// shim's region: read them, do not keep them.
 	Frames []uintptr
@@ -246,6 +248,7 @@ func (s *Shim) Stacks(dst []Stack) []Stack {
 			depth = int(C.CGO_AUDIT_STACK_DEPTH)
 		}
 		st := Stack{
+			Hash:        uint64(e.hash),
 			Frames:      (*[C.CGO_AUDIT_STACK_DEPTH]uintptr)(unsafe.Pointer(&e.frames[0]))[:depth:depth],
 			GoStatement: e.mode_flags&2 != 0,
 			LiveBytes:   int64(e.live_bytes),
