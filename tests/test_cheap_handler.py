@@ -68,9 +68,10 @@ def window_open(server: Server) -> bool:
     return "goaudit/cheap.waitWindow" in dump
 
 
-def test_delta_profile_names_the_cstring_call_with_26_bytes_per_request(server_under_shim, tmp_path):
-    server = server_under_shim
-    server.request(30)   # steady state before the window: not growth within it
+def delta_scrape(server: Server, tmp_path: Path, requests: int) -> tuple[str, int] | None:
+    """go tool pprof -top on ?seconds=5 while the test makes requests inside
+    the window: its output and the number of requests, or None if the window
+    closed before they were all answered (they cannot then be counted)."""
     scrape = subprocess.Popen([go_executable(), "tool", "pprof", "-top", "-unit=B",
                                f"{server.base}{HANDLER_PATH}?seconds=5"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -80,12 +81,23 @@ def test_delta_profile_names_the_cstring_call_with_26_bytes_per_request(server_u
         assert scrape.poll() is None and time.monotonic() < deadline, "the delta scrape never started"
         time.sleep(0.02)
     before = server.requests
-    server.request(20)
+    server.request(requests)
     in_window = server.requests - before
-    # Every one of them was answered while the window was open.
-    assert window_open(server), "the 5 s window closed before 20 loopback requests were answered"
+    still_open = window_open(server)   # every one was answered while the window was open
     top, _ = scrape.communicate(timeout=WAIT_S)
     assert scrape.returncode == 0, top
+    return (top, in_window) if still_open else None
+
+
+def test_delta_profile_names_the_cstring_call_with_26_bytes_per_request(server_under_shim, tmp_path):
+    server = server_under_shim
+    server.request(30)   # steady state before the window: not growth within it
+    for _ in range(5):   # a machine so loaded that 20 requests outlast 5 s: another window
+        scraped = delta_scrape(server, tmp_path, 20)
+        if scraped is not None:
+            break
+    assert scraped is not None, "5 windows of 5 s each closed before 20 loopback requests were answered"
+    top, in_window = scraped
     assert "C heap growth over" in top
     assert flat_bytes(top, "C.CString") == LEAK_PER_REQUEST * in_window, top
     assert "cstring.GetValueLeaky" in top
