@@ -29,7 +29,8 @@
 // it. C functions are named from the executable's symbol table and, in
 // shared libraries, from their exported symbols (dladdr); every location
 // keeps its address and mapping (from /proc/self/maps), so that
-// pprof -symbolize=force can look further in the files, debug info included.
+// pprof -symbolize=force can name every frame again from the files (a
+// library's debug info included, the folding lost).
 //
 // ?seconds=N answers after N seconds with the difference between the heap
 // then and now (a delta profile, as /debug/pprof/heap?seconds=N does): what
