@@ -134,6 +134,7 @@ def test_metrics_agree_with_the_region_and_count_a_known_leak(metrics_program, s
         assert first["cgo_audit_shim_active"] == 1
         assert first["cgo_audit_c_heap_live_bytes"] == region.user_live_bytes
         assert first["cgo_audit_c_heap_live_blocks"] == region.user_live_allocs
+        assert first["cgo_audit_c_heap_peak_bytes"] == region.peak_live_bytes
         assert (first["cgo_audit_c_heap_allocated_bytes_total"] - first["cgo_audit_c_heap_freed_bytes_total"]
                 == region.user_live_bytes)
         assert (first["cgo_audit_c_heap_allocations_total"] - first["cgo_audit_c_heap_frees_total"]
@@ -145,6 +146,7 @@ def test_metrics_agree_with_the_region_and_count_a_known_leak(metrics_program, s
         assert second["cgo_audit_c_heap_live_bytes"] == region.user_live_bytes
         assert second["cgo_audit_c_heap_live_bytes"] - first["cgo_audit_c_heap_live_bytes"] == LEAK_BYTES
         assert second["cgo_audit_c_heap_live_blocks"] - first["cgo_audit_c_heap_live_blocks"] == 1
+        assert second["cgo_audit_c_heap_peak_bytes"] == region.peak_live_bytes >= region.live_bytes
         grown = second["cgo_audit_c_heap_allocated_bytes_total"] - first["cgo_audit_c_heap_allocated_bytes_total"]
         freed = second["cgo_audit_c_heap_freed_bytes_total"] - first["cgo_audit_c_heap_freed_bytes_total"]
         assert grown - freed == LEAK_BYTES and grown >= LEAK_BYTES

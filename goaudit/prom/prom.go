@@ -7,6 +7,7 @@
 //	cgo_audit_shim_active                   1 when the shim counts this process (started under it or attached)
 //	cgo_audit_c_heap_live_bytes             bytes allocated and not yet freed
 //	cgo_audit_c_heap_live_blocks            blocks allocated and not yet freed
+//	cgo_audit_c_heap_peak_bytes             the live C heap's high-water mark so far
 //	cgo_audit_c_heap_allocated_bytes_total  bytes allocated since the shim started counting
 //	cgo_audit_c_heap_freed_bytes_total      bytes freed since then
 //	cgo_audit_c_heap_allocations_total      blocks allocated since then
@@ -17,7 +18,8 @@
 // deploy/prometheus/ read either source. As there, the figures leave out
 // the blocks glibc makes for each new thread inside pthread_create: they
 // live as long as the runtime's threads, not the program's data. Live =
-// allocated - freed, exactly.
+// allocated - freed, exactly. (The peak is the shim's running high-water
+// mark, taken with those blocks, as cgo-audit run reports it.)
 //
 // Without the shim only cgo_audit_shim_active (0) is exported: the C heap is
 // then not measured, which is not the same as empty.
@@ -43,8 +45,8 @@ import (
 )
 
 type collector struct {
-	active, liveBytes, liveBlocks, allocBytes, freeBytes, allocs, frees *prometheus.Desc
-	pid, program                                                        string
+	active, liveBytes, liveBlocks, peakBytes, allocBytes, freeBytes, allocs, frees *prometheus.Desc
+	pid, program                                                                   string
 }
 
 // NewCollector returns a collector of the process's C heap.
@@ -61,6 +63,7 @@ func NewCollector() prometheus.Collector {
 		active:     desc("cgo_audit_shim_active", "1 when the cgo-audit shim counts this process's C heap"),
 		liveBytes:  desc("cgo_audit_c_heap_live_bytes", "C heap bytes allocated and not yet freed (counted by the shim)"),
 		liveBlocks: desc("cgo_audit_c_heap_live_blocks", "C heap blocks allocated and not yet freed"),
+		peakBytes:  desc("cgo_audit_c_heap_peak_bytes", "The C heap's highest live bytes so far"),
 		allocBytes: desc("cgo_audit_c_heap_allocated_bytes_total", "C heap bytes allocated since the shim started counting"),
 		freeBytes:  desc("cgo_audit_c_heap_freed_bytes_total", "C heap bytes freed since the shim started counting"),
 		allocs:     desc("cgo_audit_c_heap_allocations_total", "C heap blocks allocated since the shim started counting"),
@@ -71,7 +74,7 @@ func NewCollector() prometheus.Collector {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.active, c.liveBytes, c.liveBlocks, c.allocBytes, c.freeBytes, c.allocs, c.frees} {
+	for _, d := range []*prometheus.Desc{c.active, c.liveBytes, c.liveBlocks, c.peakBytes, c.allocBytes, c.freeBytes, c.allocs, c.frees} {
 		ch <- d
 	}
 }
@@ -93,6 +96,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		{c.active, prometheus.GaugeValue, 1},
 		{c.liveBytes, prometheus.GaugeValue, float64(int64(allocBytes - freeBytes))},
 		{c.liveBlocks, prometheus.GaugeValue, float64(int64(allocs - frees))},
+		{c.peakBytes, prometheus.GaugeValue, float64(shim.Header().PeakLiveBytes)},
 		{c.allocBytes, prometheus.CounterValue, float64(allocBytes)},
 		{c.freeBytes, prometheus.CounterValue, float64(freeBytes)},
 		{c.allocs, prometheus.CounterValue, float64(allocs)},

@@ -38,7 +38,7 @@ func TestCollectorIsConsistent(t *testing.T) {
 		}
 		return
 	}
-	if values["cgo_audit_shim_active"] != 1 || len(values) != 7 {
+	if values["cgo_audit_shim_active"] != 1 || len(values) != 8 {
 		t.Fatalf("under the shim: got %v", values)
 	}
 	if live := values["cgo_audit_c_heap_allocated_bytes_total"] - values["cgo_audit_c_heap_freed_bytes_total"]; live != values["cgo_audit_c_heap_live_bytes"] {

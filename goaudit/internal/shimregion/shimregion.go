@@ -192,6 +192,7 @@ type Header struct {
 	StacksDropped  uint64 // allocations whose stack did not fit in the table
 	UntrackedAlloc uint64 // allocations the shim could not tag
 	StartTimeNanos int64
+	PeakLiveBytes  int64 // high-water mark of the live C heap (thread blocks included)
 }
 
 // Header reads the region's header.
@@ -206,6 +207,7 @@ func (s *Shim) Header() Header {
 		StacksDropped:  uint64(h.stacks_dropped),
 		UntrackedAlloc: uint64(h.untracked_allocs),
 		StartTimeNanos: int64(h.start_time_ns),
+		PeakLiveBytes:  int64(h.peak_live_bytes),
 	}
 }
 
