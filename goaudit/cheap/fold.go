@@ -50,9 +50,9 @@ type shownFrame struct {
 
 // fold turns a stack's frames (expanded, innermost first) into what the
 // profile shows: each run of trampolines becomes one frame, named after the
-// C function called and placed at the line of the Go call.
-func fold(expanded []shownFrame) []shownFrame {
-	shown := make([]shownFrame, 0, len(expanded))
+// C function called and placed at the line of the Go call. It appends to
+// shown (scratch space) and returns it.
+func fold(expanded, shown []shownFrame) []shownFrame {
 	folding := false
 	for _, f := range expanded {
 		if f.trampoline {

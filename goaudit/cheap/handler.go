@@ -158,6 +158,8 @@ var state struct {
 	funcs     []frame // every function met (name and file)
 	funcIndex map[[2]string]int
 	stackBuf  []shimregion.Stack
+	expanded  []shownFrame // scratch space of expandStack
+	shown     []shownFrame
 }
 
 // cachedStack is a stack's locations (indexes into state.locs), innermost
@@ -365,7 +367,7 @@ func expandStack(st shimregion.Stack, exe *procMapping) []int {
 	if st.GoStatement && len(pcs) > 0 {
 		pcs = pcs[:len(pcs)-1] // where the goroutine was started: not a caller
 	}
-	var expanded []shownFrame
+	expanded := state.expanded[:0]
 	for _, pc := range pcs {
 		frames := framesOf(pc, exe)
 		if len(frames) == 0 {
@@ -376,7 +378,8 @@ func expandStack(st shimregion.Stack, exe *procMapping) []int {
 			expanded = append(expanded, shownFrame{frame: f, pc: pc})
 		}
 	}
-	shown := fold(expanded)
+	shown := fold(expanded, state.shown[:0])
+	state.expanded, state.shown = expanded, shown
 	var out []int
 	for start := 0; start < len(shown); {
 		end := start + 1

@@ -11,7 +11,8 @@ import (
 )
 
 type protoBuf struct {
-	data []byte
+	data  []byte
+	child *protoBuf // reused for every nested message at the next depth
 }
 
 func (b *protoBuf) varint(x uint64) {
@@ -55,7 +56,7 @@ func (b *protoBuf) packed(field int, xs []uint64) {
 	if len(xs) == 0 {
 		return
 	}
-	var inner protoBuf
+	inner := b.nested()
 	for _, x := range xs {
 		inner.varint(x)
 	}
@@ -64,9 +65,18 @@ func (b *protoBuf) packed(field int, xs []uint64) {
 
 // message writes a nested message built by fill.
 func (b *protoBuf) message(field int, fill func(*protoBuf)) {
-	var inner protoBuf
-	fill(&inner)
+	inner := b.nested()
+	fill(inner)
 	b.bytesField(field, inner.data)
+}
+
+// nested is the emptied buffer of the next depth.
+func (b *protoBuf) nested() *protoBuf {
+	if b.child == nil {
+		b.child = &protoBuf{}
+	}
+	b.child.data = b.child.data[:0]
+	return b.child
 }
 
 // The profile as the handler builds it.
@@ -123,6 +133,7 @@ type profile struct {
 
 func (p *profile) encode() []byte {
 	var b protoBuf
+	var values []uint64
 	for _, vt := range p.sampleTypes {
 		b.message(1, vt.encode)
 	}
@@ -130,9 +141,9 @@ func (p *profile) encode() []byte {
 		s := &p.samples[i]
 		b.message(2, func(m *protoBuf) {
 			m.packed(1, s.locations)
-			values := make([]uint64, len(s.values))
-			for j, v := range s.values {
-				values[j] = uint64(v)
+			values = values[:0]
+			for _, v := range s.values {
+				values = append(values, uint64(v))
 			}
 			m.packed(2, values)
 			for _, l := range s.labels {
