@@ -18,7 +18,7 @@ from cgo_audit.golayout import read_layout
 from cgo_audit.gotool import go_executable
 from cgo_audit.runner import ShimSession
 
-from helpers import FIXTURES, SERVER_CWD, source_line
+from helpers import FIXTURES, GO_HELPERS, SERVER_CWD, source_line
 from loopback_server import WAIT_S, Server
 
 LEAK_PER_REQUEST = 26        # C.CString("testdata/app.conf") + C.CString("timeout"): 18 + 8 bytes
@@ -164,3 +164,10 @@ def test_a_shim_loaded_later_with_rtld_local_is_found(build_dir, shim_path):
         assert status == 200, body
     finally:
         server.close()
+
+
+def test_the_handlers_go_unit_tests_pass():
+    # Folding and scaling on synthetic stacks; no shim needed.
+    proc = subprocess.run([go_executable(), "test", "-count=1", "./cheap"], cwd=GO_HELPERS,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
