@@ -104,6 +104,7 @@ func (handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !waitWindow(r.Context(), window) {
 			return // the client went away
 		}
+		header = shim.Header() // its counts of dropped stacks, as of now
 	}
 	p := build(shim, header, before, start, window > 0)
 	w.Header().Set("Content-Type", "application/octet-stream")
