@@ -15,9 +15,11 @@ package cheap
 #include <stdint.h>
 
 // The exported function containing pc, or NULL: dladdr alone answers with
-// the nearest symbol below pc, which for a static function is another one.
+// the nearest symbol below pc, which for a static function is another one,
+// so only glibc's dladdr1, which gives the symbol's size, is trusted.
 static const char *cheap_symbol_at(uintptr_t pc)
 {
+#ifdef __GLIBC__
 	Dl_info info;
 	const ElfW(Sym) *sym = NULL;
 	if (!dladdr1((void *)pc, &info, (void **)&sym, RTLD_DL_SYMENT) || info.dli_sname == NULL || sym == NULL) {
@@ -28,6 +30,10 @@ static const char *cheap_symbol_at(uintptr_t pc)
 		return NULL;
 	}
 	return info.dli_sname;
+#else
+	(void)pc;
+	return NULL;
+#endif
 }
 */
 import "C"
