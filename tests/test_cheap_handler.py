@@ -14,9 +14,9 @@ from typing import Iterator, Mapping
 import pytest
 
 from cgo_audit.driver import build_go_command
-from cgo_audit.golayout import read_layout
-from cgo_audit.gotool import go_executable
-from cgo_audit.runner import ShimSession
+from cgo_audit.measure.runner import ShimSession
+from cgo_audit.toolchain.gotool import go_executable
+from cgo_audit.toolchain.layout import read_layout
 
 from helpers import FIXTURES, GO_HELPERS, SERVER_CWD, source_line
 from loopback_server import WAIT_S, Server

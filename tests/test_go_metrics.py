@@ -17,9 +17,9 @@ from typing import Iterator
 
 import pytest
 
-from cgo_audit.golayout import read_layout
-from cgo_audit.gotool import go_executable
-from cgo_audit.runner import ShimSession
+from cgo_audit.measure.runner import ShimSession
+from cgo_audit.toolchain.gotool import go_executable
+from cgo_audit.toolchain.layout import read_layout
 
 from helpers import GO_HELPERS, write_module
 from loopback_server import WAIT_S, Server

@@ -2,7 +2,7 @@ package cheap
 
 // Folding the cgo call machinery into one frame named like the call in the
 // source (C.CString, C.get_value), as cgo-audit's reports do
-// (cgo_audit/sites.py): between a Go function and the C code it calls sit
+// (cgo_audit/verdicts/sites.py): between a Go function and the C code it calls sit
 // runtime.cgocall, asmcgocall, the generated _Cfunc_ wrapper and its C twin,
 // none of which the user wrote.
 
