@@ -121,8 +121,8 @@ func framesOf(pc uintptr, exe *procMapping) []frame {
 // cClone matches GCC's clones of a C function (foo.constprop.0, foo.cold).
 var cClone = regexp.MustCompile(`^[A-Za-z_]\w*\.(constprop|isra|part|cold|lto_priv|localalias)(\.\d+)*$`)
 
-// exeSymbols: the C functions of the executable, read once, when a C frame
-// there first needs a name.
+// exeSymbols: the C functions of the executable (the file with this
+// package's code), read once, when a C frame there first needs a name.
 var exeSymbols cSymbols
 
 type cSymbol struct {
@@ -136,8 +136,15 @@ type cSymbols struct {
 	loads   []elf.ProgHeader
 }
 
-func (c *cSymbols) load() {
-	f, err := elf.Open("/proc/self/exe")
+// load reads the symbols of the file that holds this package's code: the
+// executable, or the shared library a Go program built with
+// -buildmode=c-shared is (then /proc/self/exe is its host, not it).
+func (c *cSymbols) load(exe *procMapping) {
+	path := exe.path
+	if self, err := os.Executable(); err == nil && self == path {
+		path = "/proc/self/exe" // still there if the file was replaced on disk
+	}
+	f, err := elf.Open(path)
 	if err != nil {
 		return
 	}
@@ -169,7 +176,7 @@ func (c *cSymbols) load() {
 
 // lookup names the C function at pc (an address in the call), or "".
 func (c *cSymbols) lookup(pc uintptr, exe *procMapping) string {
-	c.once.Do(c.load)
+	c.once.Do(func() { c.load(exe) })
 	offset := uint64(pc) - exe.start + exe.offset
 	address := offset
 	for _, p := range c.loads {
