@@ -32,16 +32,19 @@ def shim_session(shim_path: Path) -> Iterator[ShimSession]:
         yield session
 
 
-def start(binary: Path, env: Mapping[str, str]) -> Server:
-    """The fixture server (leaky mode) on a free loopback port."""
-    return Server(binary, env, lambda addr: ["-addr", addr, "-mode", "leaky"], cwd=SERVER_CWD)
+def start(binary: Path, env: Mapping[str, str], mode: str = "leaky") -> Server:
+    """The fixture server on a free loopback port."""
+    return Server(binary, env, lambda addr: ["-addr", addr, "-mode", mode], cwd=SERVER_CWD)
+
+
+def stacks_env(leakyserver: Path, shim_session: ShimSession) -> dict[str, str]:
+    layout = read_layout(leakyserver).environment_value()
+    return shim_session.environment(extra={"CGO_AUDIT_STACKS": "all", "CGO_AUDIT_GO_LAYOUT": layout})
 
 
 @pytest.fixture
 def server_under_shim(leakyserver: Path, shim_session: ShimSession) -> Iterator[Server]:
-    layout = read_layout(leakyserver).environment_value()
-    server = start(leakyserver, shim_session.environment(extra={"CGO_AUDIT_STACKS": "all",
-                                                                "CGO_AUDIT_GO_LAYOUT": layout}))
+    server = start(leakyserver, stacks_env(leakyserver, shim_session))
     yield server
     server.close()
 
@@ -123,6 +126,21 @@ def test_full_profile_holds_every_request_since_start(server_under_shim, tmp_pat
     objects = pprof("-top", "-sample_index=inuse_objects", url, tmp_path=tmp_path)
     rows = [line for line in objects.splitlines() if line.rstrip().endswith("C.CString")]
     assert len(rows) == 1 and int(rows[0].split()[0]) == 2 * server.requests, objects
+
+
+def test_the_fix_allocates_26_bytes_per_request_and_keeps_none(leakyserver, shim_session, tmp_path):
+    server = start(leakyserver, stacks_env(leakyserver, shim_session), mode="fixed")
+    try:
+        server.request(23)
+        url = server.base + HANDLER_PATH
+        alloc = pprof("-top", "-unit=B", "-sample_index=alloc_space", url, tmp_path=tmp_path)
+        assert flat_bytes(alloc, "C.CString") == LEAK_PER_REQUEST * server.requests, alloc
+        assert "cstring.GetValueFixed" in alloc
+        inuse = pprof("-top", "-unit=B", "-sample_index=inuse_space", url, tmp_path=tmp_path)
+        rows = [line for line in inuse.splitlines() if line.rstrip().endswith("C.CString")]
+        assert rows == [] or flat_bytes(inuse, "C.CString") == 0, inuse
+    finally:
+        server.close()
 
 
 def test_without_the_shim_the_handler_says_why(leakyserver):
