@@ -45,4 +45,8 @@ int cgo_audit_attach(const char *dir, const char *stacks, uint64_t sample_bytes,
 const struct cgo_audit_patches *cgo_audit_patches(void);
 /* CDEF-END */
 
+/* export.c, for the Go heap-profile handler (goaudit/cheap): what stacks
+ * [0, count) have allocated in all, freed or not. Returns the count copied. */
+uint64_t cgo_audit_stack_alloc_totals(uint64_t *bytes, uint64_t *allocs, uint64_t count);
+
 #endif

@@ -63,6 +63,11 @@ void *shim_hook_valloc(size_t);
 void *shim_hook_pvalloc(size_t);
 int shim_hook_pthread_create(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
 
+/* export.c: adds one allocation of bytes to the totals of stack tag;
+ * zeroes every total when the stack table starts again empty. */
+void shim_export_count_alloc(unsigned tag, uint64_t bytes);
+void shim_export_reset(void);
+
 #pragma GCC visibility pop
 
 #endif

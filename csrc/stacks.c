@@ -188,6 +188,7 @@ void shim_stack_reset(struct cgo_audit_region *r, const char *setting, uint64_t 
     spin_acquire(&table_lock);
     memset(stack_index, 0, sizeof stack_index);
     spin_release(&table_lock);
+    shim_export_reset(); /* the allocation totals start over with the table */
     memset(&go, 0, sizeof go);
     shim_stack_configure(r, setting, period, layout);
 }
@@ -459,6 +460,9 @@ void shim_stack_count(struct cgo_audit_region *r, unsigned tag, int64_t bytes, i
     struct cgo_audit_stack *s = &r->stacks[tag - CGO_AUDIT_TAG_FIRST_STACK];
     __atomic_fetch_add(&s->live_bytes, bytes, __ATOMIC_RELAXED);
     __atomic_fetch_add(&s->live_allocs, allocs, __ATOMIC_RELAXED);
+    if (allocs > 0) {
+        shim_export_count_alloc(tag, (uint64_t)bytes);
+    }
 }
 
 void shim_stack_lock_all(void)

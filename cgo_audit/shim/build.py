@@ -13,7 +13,7 @@ from pathlib import Path
 from cgo_audit.errors import AuditError
 from cgo_audit.sources import csrc_dir
 
-SHIM_SOURCES = ("shim.c", "pointer_map.c", "stacks.c", "attach.c")
+SHIM_SOURCES = ("shim.c", "pointer_map.c", "stacks.c", "attach.c", "export.c")
 SHIM_HEADERS = ("cgo_audit_region.h", "cgo_audit_api.h", "shim_internal.h", "pointer_map.h", "spinlock.h",
                 "arch.h", "arch_x86_64.h", "arch_arm64.h", "static_link.h")
 CFLAGS = ["-O2", "-g", "-fPIC", "-shared", "-fvisibility=hidden", "-Wall", "-Wextra",
