@@ -18,6 +18,7 @@ from cgo_audit.gotool import go_executable, list_packages
 from cgo_audit.model import (AuditReport, BenchResult, PackageOutcome, RunPoint, comparable, point_from_run,
                              skipped_names)
 from cgo_audit.runner import ShimSession, failure_line, run_target
+from cgo_audit.probe import TEST_WRAPPER_PREFIX, WRAPPER_PREFIX
 from cgo_audit.shimbuild import build_shim
 from cgo_audit.sites import RunStacks, measure_sites
 from cgo_audit.symbolize import Symbolizer
@@ -262,7 +263,10 @@ def _failure_detail(point: RunPoint) -> str:
     if point.record is None:
         return ""
     line = failure_line(point.record.stdout + "\n" + point.record.stderr)
-    return f": {line}" if line else ""
+    if not line:
+        return ""
+    # Go names the probe's wrapper; the user knows their benchmark's own name.
+    return ": " + line.replace(WRAPPER_PREFIX, "Benchmark").replace(TEST_WRAPPER_PREFIX, "Test")
 
 
 def measure_all(targets: Sequence[BenchTarget], settings: BenchSettings, progress: AuditProgress

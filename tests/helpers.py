@@ -88,3 +88,24 @@ def result_named(report: dict[str, Any], name: str) -> dict[str, Any]:
     matches = [r for r in report["results"] if r["name"] == name]
     assert len(matches) == 1, [r["name"] for r in report["results"]]
     return matches[0]
+
+
+PROXY_TIMEOUT_S = 300
+
+
+def require_published(module_dir: Path, module: str, version: str) -> None:
+    """`go get module@version` in module_dir, as a user would, through the Go
+    module proxy; skips the test with Go's one-line reason when that fails."""
+    import pytest
+
+    from cgo_audit.gotool import go_executable
+
+    try:
+        proc = subprocess.run([go_executable(), "get", f"{module}@{version}"], cwd=module_dir,
+                              capture_output=True, text=True, timeout=PROXY_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pytest.skip(f"{module} cannot be fetched through the Go module proxy: no answer in {PROXY_TIMEOUT_S}s")
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        pytest.skip(f"{module} cannot be fetched through the Go module proxy: "
+                    f"{lines[-1] if lines else f'go get exited with {proc.returncode}'}")
