@@ -335,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_baseline(sub)
     _add_exec(sub)
     _add_demo(sub)
+    from cgo_audit import scaffold
+    scaffold.prepare_parser(sub.add_parser("init", help="set a Go module up for cgo-audit: driver, tests, CI",
+                                           description=scaffold.DESCRIPTION))
     shim = sub.add_parser("build-shim", help="build the LD_PRELOAD shim and print its path")
     shim.add_argument("--output", type=Path, help="also copy the library here")
     return parser
@@ -357,6 +360,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return exec_binary(args, console)
         if args.command == "demo":
             return run_demo_command(args, console)
+        if args.command == "init":
+            from cgo_audit import scaffold
+            return scaffold.run(args)
         if args.command == "build-shim":
             from cgo_audit.shimbuild import build_shim
             path = build_shim()
