@@ -98,7 +98,7 @@ def require_published(module_dir: Path, module: str, version: str) -> None:
     module proxy; skips the test with Go's one-line reason when that fails."""
     import pytest
 
-    from cgo_audit.gotool import go_executable
+    from cgo_audit.toolchain.gotool import go_executable
 
     try:
         proc = subprocess.run([go_executable(), "get", f"{module}@{version}"], cwd=module_dir,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cgo_audit.gotool import go_executable
+from cgo_audit.toolchain.gotool import go_executable
 
 from helpers import REPO, assert_one_line_error, require_published, run_cli, write_module
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cgo_audit.gotool import go_executable
+from cgo_audit.toolchain.gotool import go_executable
 
 from helpers import audit_json, require_published, write_module
 

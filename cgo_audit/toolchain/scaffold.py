@@ -1,4 +1,5 @@
-"""`cgo-audit init`: sets a user's Go module up for cgo-audit. It writes a
+"""What `cgo-audit init` writes in a user's Go module (the command is
+cgo_audit/commands/init.py). It writes a
 driver main for the module's Cgo functions (package auditdriver's protocol),
 the pytest configuration with one Hypothesis property test under
 `limit_c_leaks`, an empty baseline and a CI workflow, and adds the goaudit
@@ -6,29 +7,25 @@ requirement to go.mod. It never overwrites a file: what exists is reported
 and left as is.
 
 The exported functions are read from the syntax (a small go/parser program,
-cgo_audit/go/exports.go.tmpl), never by pattern matching over source."""
+cgo_audit/toolchain/go/exports.go.tmpl), never by pattern matching over source."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import keyword
+import os
 import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-from cgo_audit import __version__
 from cgo_audit.errors import AuditError
-from cgo_audit.gotool import GoPackage, go_executable, list_packages
+from cgo_audit.toolchain.gotool import GoPackage, go_executable, list_packages
 
 GOAUDIT_MODULE = "github.com/cgo-audit/cgo-audit/goaudit"
-DESCRIPTION = ("Set the Go module in --dir up for cgo-audit: a driver main for its Cgo functions, "
-               "pytest's configuration with a Hypothesis property test under limit_c_leaks, a baseline, "
-               "a CI workflow, and goaudit in go.mod. Existing files are reported and left as they are.")
 DRIVER_PACKAGE = "cmd/cgo-audit-driver"
 TESTS_DIR = "cgo_audit_tests"
 BASELINE_FILE = "cgo-audit-baseline.json"
@@ -216,7 +213,7 @@ def exported_functions(packages: Sequence[GoPackage]) -> list[Exported]:
 
 def _build_lister(work: Path) -> Path:
     source = work / "exports.go"
-    source.write_text(resources.files("cgo_audit.go").joinpath("exports.go.tmpl").read_text())
+    source.write_text(resources.files("cgo_audit.toolchain.go").joinpath("exports.go.tmpl").read_text())
     binary = work / "exports"
     # Outside any module (a temporary directory), with only the standard library.
     proc = subprocess.run([go_executable(), "build", "-o", str(binary), str(source)], cwd=work,
@@ -227,8 +224,6 @@ def _build_lister(work: Path) -> Path:
 
 
 def _plain_go_env() -> dict[str, str]:
-    import os
-
     env = dict(os.environ)
     env.pop("GOFLAGS", None)
     env["GO111MODULE"] = "on"
@@ -462,19 +457,7 @@ jobs:
 """
 
 
-# ---- the command -------------------------------------------------------------------------------
-
-def prepare_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dir", type=Path, default=Path("."), help="the Go module to set up (default: .)")
-    parser.add_argument("--func", action="append", default=[], metavar="PKG.FUNC",
-                        help="register this exported function in the driver (repeatable); "
-                        "without it every callable one is listed as a TODO")
-    parser.add_argument("--goaudit-replace", type=Path, metavar="PATH",
-                        help="a local checkout of cgo-audit (or its goaudit directory): go.mod gets a "
-                        "replace directive to it")
-    parser.add_argument("--goaudit-version", default=f"v{__version__}",
-                        help=f"the goaudit version go.mod requires (default: v{__version__}, this cgo-audit's)")
-
+# ---- writing, never overwriting -------------------------------------------------------------------------------
 
 def _goaudit_dir(path: Path) -> Path:
     for candidate in (path, path / "goaudit"):
@@ -544,11 +527,13 @@ def _go_mod_edit(gomod: Path, flag: str) -> None:
         raise AuditError(f"go mod edit {flag} failed: {proc.stderr.strip()}")
 
 
-def run(args: argparse.Namespace) -> int:
-    replace = _goaudit_dir(args.goaudit_replace) if args.goaudit_replace else None
-    module = read_module(args.dir.resolve())
+def scaffold(directory: Path, funcs: Sequence[str], goaudit_version: str, goaudit_replace: Path | None
+             ) -> list[str]:
+    """Sets the module in directory up; what it wrote, and what it left as it was, one line each."""
+    replace = _goaudit_dir(goaudit_replace) if goaudit_replace else None
+    module = read_module(directory.resolve())
     functions = exported_functions(candidate_packages(module))
-    registered = select_functions(functions, args.func) if args.func else []
+    registered = select_functions(functions, funcs) if funcs else []
     tested = registered or [f for f in functions if f.why_not_callable() is None]
 
     writer = Writer(module.dir)
@@ -577,10 +562,6 @@ def run(args: argparse.Namespace) -> int:
     if workflow.exists():
         writer.lines.append(f"exists, left as is: {workflow} (the CI workflow)")
     else:
-        writer.write(workflow, workflow_source(rel, args.goaudit_version), "the CI workflow (GitHub Actions)")
-    _require_goaudit(module, args.goaudit_version, replace, writer.lines)
-    for line in writer.lines:
-        print(line)
-    print("next: edit the driver's TODO if there is one, then run pytest here; "
-          "cgo-audit bench ./... audits the benchmarks")
-    return 0
+        writer.write(workflow, workflow_source(rel, goaudit_version), "the CI workflow (GitHub Actions)")
+    _require_goaudit(module, goaudit_version, replace, writer.lines)
+    return writer.lines
