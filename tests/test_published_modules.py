@@ -125,3 +125,56 @@ def test_datadog_zstd_without_its_payload_says_what_it_needs(zstd_user, tmp_path
     assert set(errors) == {"BenchmarkCtxCompression", "BenchmarkStreamCompression", "BenchmarkCompression"}
     for name, error in errors.items():
         assert f"--- FAIL: {name}: " in error and "PAYLOAD env was not set" in error, error
+
+
+SLOW_OP = {
+    "slow/slow.go": """
+        package slow
+
+        /*
+        #include <stdlib.h>
+        void *slow_kept[4096]; // visible, so the compiler cannot drop the malloc
+        int slow_next;
+        // One op keeps 100 bytes for good: a leak of exactly 100 B/op.
+        static void keep100(void) { slow_kept[slow_next++ % 4096] = malloc(100); }
+        */
+        import "C"
+
+        import "time"
+
+        // Step is one slow operation, as DuckDB's BenchmarkTypes is (5 s under the shim).
+        func Step() {
+        	C.keep100()
+        	time.Sleep(time.Second)
+        }
+    """,
+    "slow/slow_test.go": """
+        package slow
+
+        import "testing"
+
+        func BenchmarkSlowStep(b *testing.B) {
+        	for i := 0; i < b.N; i++ {
+        		Step()
+        	}
+        }
+    """,
+}
+
+
+@pytest.mark.slow
+def test_benchmark_of_a_second_per_op_is_sized_to_the_timeout(tmp_path):
+    # DuckDB's BenchmarkTypes: 64 ops for calibration took longer than --timeout,
+    # so the benchmark was an error. Sizes now follow the time one op takes.
+    module = write_module(tmp_path / "m", SLOW_OP)
+    proc, report = audit_json(tmp_path, "--dir", str(module), "--timeout", "24", "./...")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    result = report["results"][0]
+    assert result["error"] is None and result["verdicts"] == ["cgo-leak"], result
+    assert result["c_leak_bytes_per_op"] == pytest.approx(100) and result["c_leak_allocs_per_op"] == pytest.approx(1)
+    runs = [s for s in result["samples"] if s["source"] == "probe"]
+    assert len(runs) >= 3 and all(s["status"] == "exited with status 0" for s in result["samples"])
+    # No run was planned past half the timeout: at 1 s per op, 12 ops.
+    assert max(s["n"] for s in result["samples"]) <= 12
+    for run in runs:
+        assert run["c_live_bytes"] == 100 * run["ops"], run
