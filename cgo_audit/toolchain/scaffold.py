@@ -448,6 +448,7 @@ jobs:
         with: {{python-version: "3.12"}}
       # llvm-symbolizer names leak sites with inlined frames.
       - run: sudo apt-get install -y llvm
+      # The cgo-audit init was run with (until it is on PyPI: pip install a wheel or a checkout).
       - run: pip install "cgo-audit[test]=={goaudit_version.removeprefix('v')}" pytest hypothesis
       - run: cgo-audit bench --baseline {BASELINE_FILE} --json cgo-audit.json --junit cgo-audit.xml ./...
       - run: python -m pytest
