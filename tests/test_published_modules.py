@@ -178,3 +178,26 @@ def test_benchmark_of_a_second_per_op_is_sized_to_the_timeout(tmp_path):
     assert max(s["n"] for s in result["samples"]) <= 12
     for run in runs:
         assert run["c_live_bytes"] == 100 * run["ops"], run
+
+
+# ---- github.com/valyala/gozstd v1.27.0: go.mod says go 1.12, libzstd as a static archive ----------
+
+GOZSTD = "github.com/valyala/gozstd"
+GOZSTD_VERSION = "v1.27.0"
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_valyala_gozstd_compress_is_clean_from_the_probe(tmp_path):
+    module = write_module(tmp_path / "m", {}, module="example.com/gozstduser")
+    require_published(module, GOZSTD, GOZSTD_VERSION)
+    proc, report = audit_json(tmp_path, "--dir", str(module), "-j", "1",
+                              "--bench", "^BenchmarkCompress$/^blockSize_1000$", GOZSTD)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    names = sorted(r["name"] for r in report["results"])
+    assert names == [f"BenchmarkCompress/blockSize_1000/level_{level}" for level in (10, 3, 5)]
+    for result in report["results"]:
+        assert {s["source"] for s in result["samples"]} == {"probe"}, result["name"]
+        assert result["verdicts"] == ["clean"] and result["c_leak_bytes_per_op"] == 0, result["name"]
+        # Compression contexts live in the C heap while they work, and are all given back.
+        assert max(s["c_peak_bytes"] for s in result["samples"]) > 0
