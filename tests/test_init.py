@@ -333,3 +333,15 @@ def test_driver_stays_up_when_a_result_is_not_json():
     proc = subprocess.run([go_executable(), "test", "-count=1", "-run", "^TestUnencodableResultIsAnErrorNotTheEnd$",
                            "./auditdriver"], cwd=REPO / "goaudit", capture_output=True, text=True)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_vendoring_module_is_told_to_vendor_and_then_builds(tmp_path):
+    module = write_module(tmp_path / "m", {"shapes/shapes.go": SHAPES, "vendor/modules.txt": "# no dependencies\n"},
+                          go_version="1.14")
+    proc = run_cli("init", "--goaudit-replace", str(REPO), "--dir", str(module), "--func", "shapes.Len")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "note: this module vendors its dependencies: run go mod vendor before building the driver" in proc.stdout
+    subprocess.run([go_executable(), "mod", "vendor"], cwd=module, check=True, capture_output=True)
+    build = subprocess.run([go_executable(), "build", "-o", str(tmp_path / "driver"), f"./{DRIVER_MAIN.parent}"],
+                           cwd=module, capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr

@@ -510,6 +510,8 @@ def _require_goaudit(module: GoModule, version: str, replace: Path | None, lines
     else:
         _go_mod_edit(gomod, f"-require={GOAUDIT_MODULE}@{version}")
         lines.append(f"go.mod: require {GOAUDIT_MODULE} {version}")
+    if (module.dir / "vendor" / "modules.txt").is_file():
+        lines.append("note: this module vendors its dependencies: run go mod vendor before building the driver")
     if replace is None:
         if GOAUDIT_MODULE not in module.replaces:
             lines.append(f"note: {GOAUDIT_MODULE} {version} must be fetchable: if it is not published "
