@@ -201,3 +201,26 @@ def test_valyala_gozstd_compress_is_clean_from_the_probe(tmp_path):
         assert result["verdicts"] == ["clean"] and result["c_leak_bytes_per_op"] == 0, result["name"]
         # Compression contexts live in the C heap while they work, and are all given back.
         assert max(s["c_peak_bytes"] for s in result["samples"]) > 0
+
+
+# ---- github.com/uber/h3-go/v4 v4.1.0: the H3 C library bundled ------------------------------------
+
+H3 = "github.com/uber/h3-go/v4"
+H3_VERSION = "v4.1.0"
+# Its quick benchmarks (BenchmarkPolyfill takes minutes per op, even without the shim).
+H3_BENCHMARKS = ("BenchmarkToString", "BenchmarkFromString", "BenchmarkToGeoRes15", "BenchmarkFromGeoRes15",
+                 "BenchmarkToGeoBndryRes15", "BenchmarkHexRange")
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_uber_h3_quick_benchmarks_are_clean(tmp_path):
+    module = write_module(tmp_path / "m", {}, module="example.com/h3user")
+    require_published(module, H3, H3_VERSION)
+    proc, report = audit_json(tmp_path, "--dir", str(module), "-j", "1",
+                              "--bench", f"^({'|'.join(H3_BENCHMARKS)})$", H3)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(r["name"] for r in report["results"]) == sorted(H3_BENCHMARKS)
+    for result in report["results"]:
+        assert {s["source"] for s in result["samples"]} == {"probe"}, result["name"]
+        assert result["verdicts"] == ["clean"] and result["c_leak_bytes_per_op"] == 0, result["name"]
