@@ -1,10 +1,9 @@
-"""What `cgo-audit init` writes in a user's Go module (the command is
-cgo_audit/commands/init.py). It writes a
-driver main for the module's Cgo functions (package auditdriver's protocol),
-the pytest configuration with one Hypothesis property test under
-`limit_c_leaks`, an empty baseline and a CI workflow, and adds the goaudit
-requirement to go.mod. It never overwrites a file: what exists is reported
-and left as is.
+"""What `cgo-audit init` (cgo_audit/commands/init.py) writes in a user's Go
+module: a driver main for the module's Cgo functions (package auditdriver's
+protocol), the pytest configuration with one Hypothesis property test under
+`limit_c_leaks`, an empty baseline and a CI workflow; and the goaudit
+requirement it adds to go.mod. It never overwrites a file: what exists is
+reported and left as is.
 
 The exported functions are read from the syntax (a small go/parser program,
 cgo_audit/toolchain/go/exports.go.tmpl), never by pattern matching over source."""
