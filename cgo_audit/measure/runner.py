@@ -29,6 +29,8 @@ from cgo_audit.shim.region import CHeap, Region, RegionInfo, StackMode, StackRec
 PROBE_FDS_ENV = "CGO_AUDIT_PROBE_FDS"
 # The line of a Go program's output that says how it failed.
 FAILURE_LINE = re.compile(r"^(--- FAIL|panic:|fatal error:|SIG[A-Z]+: )")
+# A message go test logs under a --- FAIL line: indented "file_test.go:N: text".
+LOGGED_MESSAGE = re.compile(r"^\s+(?:(\S+\.go:\d+: .*\S)|\S.*)$")
 REGION_DIR_ENV = "CGO_AUDIT_DIR"
 
 
@@ -265,10 +267,38 @@ def run_target(argv: Sequence[str], session: ShimSession, *, cwd: str | os.PathL
 
 def failure_line(output: str) -> str | None:
     """The first line of a Go program's output that says how it failed (not
-    the register dump a crash report ends with)."""
-    for line in output.splitlines():
+    the register dump a crash report ends with). A test's "--- FAIL: X" line
+    carries the first message logged under it ("x_test.go:12: PAYLOAD env
+    was not set"): the name alone does not say why."""
+    lines = output.splitlines()
+    for index, line in enumerate(lines):
         if FAILURE_LINE.match(line.strip()):
-            return line.strip()
+            said = line.strip()
+            if said.startswith("--- FAIL"):
+                # Under the line without -test.v; streamed before it with -test.v.
+                message = _logged_message(lines[index + 1:]) or _logged_message(_block_above(lines, index))
+                if message:
+                    said = f"{said.split(' (')[0]}: {message}"
+            return said
+    return None
+
+
+def _block_above(lines: Sequence[str], index: int) -> list[str]:
+    """The indented lines right above lines[index], top down."""
+    start = index
+    while start > 0 and lines[start - 1][:1].isspace():
+        start -= 1
+    return list(lines[start:index])
+
+
+def _logged_message(lines: Sequence[str]) -> str | None:
+    """The first t.Log/b.Fatal message indented under a --- FAIL line."""
+    for line in lines:
+        match = LOGGED_MESSAGE.match(line)
+        if match is None:
+            return None
+        if match.group(1):
+            return match.group(1).strip()
     return None
 
 
