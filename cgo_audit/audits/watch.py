@@ -6,6 +6,7 @@ are missing and why."""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from cgo_audit.measure.stacktimeline import StackTimeline
 from cgo_audit.model import ProgramResult, ProgramSample
 from cgo_audit.shim.region import Region, latest_region_of
 from cgo_audit.toolchain.endpoint import EndpointPoller
-from cgo_audit.toolchain.gotool import has_c_code, link_info
+from cgo_audit.toolchain.gotool import has_cgo, link_info, unreachable_static_cgo
 from cgo_audit.verdicts import analysis
 
 SHIM_NAME = "libcgoaudit"
@@ -37,6 +38,7 @@ class WatchSettings:
     interval_s: float = 1.0
     pprof_url: str | None = None
     max_samples: int = DEFAULT_CAPACITY      # kept samples; older ones are thinned evenly beyond it
+    attach_refusal: str | None = None        # why the shim was not attached, when it was not
 
 
 def region_of(pid: int) -> tuple[Path | None, str | None]:
@@ -57,6 +59,22 @@ def region_of(pid: int) -> tuple[Path | None, str | None]:
     return path, None
 
 
+def attach_refusal(pid: int, refused: bool) -> str | None:
+    """None when `watch` should attach the shim to pid; else why it does not
+    (started under the shim already, --no-attach, or attach impossible)."""
+    from cgo_audit.shim.target import check_target
+
+    if region_of(pid)[0] is not None or not os.path.isdir(f"/proc/{pid}"):
+        return "" if os.path.isdir(f"/proc/{pid}") else None
+    if refused:
+        return "attaching was refused (--no-attach)"
+    try:
+        check_target(pid)
+    except AuditError as exc:
+        return f"attach impossible: {exc}"
+    return None
+
+
 Update = Callable[[Sequence[ProgramSample], Sequence[str]], None]
 
 
@@ -72,12 +90,19 @@ def watch_process(settings: WatchSettings, on_update: Update = lambda _s, _m: No
     region_path, why = region_of(settings.pid)
     c_heap_applies = True
     if region_path is None:
-        exe = Path(f"/proc/{settings.pid}/exe")
-        link = link_info(exe)
-        if link.is_elf and not link.dynamic and not has_c_code(exe):
-            c_heap_applies = False
-            why = "it is statically linked without cgo: its C heap cannot leak from Go code"
-        missing.append(f"C heap: {why}")
+        try:
+            exe = Path(os.readlink(f"/proc/{settings.pid}/exe"))
+            unreachable = unreachable_static_cgo(exe)
+        except OSError:
+            exe, unreachable = None, None
+        if unreachable is not None:
+            raise AuditError(unreachable)
+        if exe is not None:
+            link = link_info(exe)
+            if link.is_elf and not link.dynamic and not has_cgo(exe):
+                c_heap_applies = False
+                why = "it is statically linked without cgo: its C heap cannot leak from Go code"
+        missing.append(f"C heap: {why}" + (f"; {settings.attach_refusal}" if settings.attach_refusal else ""))
     if not settings.pprof_url:
         missing.append("goroutines and Go heap: no --pprof URL (serve net/http/pprof and pass its address)")
     region = Region(region_path) if region_path else None

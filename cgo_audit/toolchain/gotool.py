@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 
-from cgo_audit.toolchain.elfheaders import PT_INTERP, NotElf, open_headers
 from cgo_audit.errors import AuditError
+from cgo_audit.toolchain.elfheaders import PT_INTERP, NotElf, open_headers
 
 LIST_FIELDS = ("ImportPath,Dir,Name,Module,GoFiles,CgoFiles,TestGoFiles,XTestGoFiles,"
                "Error,DepsErrors,Incomplete,Standard")
@@ -143,10 +143,12 @@ def build_test_binary(package: GoPackage, output: Path, *, overlay: Path | None 
     return output
 
 
-def list_tests(binary: Path, cwd: Path, pattern: str = "^Benchmark", timeout_s: float = 120.0) -> list[str]:
-    """Names the test binary lists for pattern (top-level tests or benchmarks)."""
+def list_tests(binary: Path, cwd: Path, pattern: str = "^Benchmark", timeout_s: float = 120.0,
+               launcher: Sequence[str] = ()) -> list[str]:
+    """Names the test binary lists for pattern (top-level tests or benchmarks);
+    launcher runs it on another platform (qemu-user)."""
     try:
-        proc = subprocess.run([str(binary), f"-test.list={pattern}"], cwd=cwd, capture_output=True,
+        proc = subprocess.run([*launcher, str(binary), f"-test.list={pattern}"], cwd=cwd, capture_output=True,
                               text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise AuditError(f"{binary.name} -test.list did not finish in {timeout_s:.0f}s") from None
@@ -162,18 +164,7 @@ class LinkInfo:
     is_elf: bool
     dynamic: bool          # has an interpreter (PT_INTERP): LD_PRELOAD applies
     needs_libc: bool
-
-
-def has_c_code(path: Path) -> bool:
-    """Whether a binary links C code through cgo: runtime/cgo's names stay
-    in it (its symbols, or the Go file names in the pclntab), stripped or not."""
-    import mmap
-
-    try:
-        with open(path, "rb") as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            return data.find(b"x_cgo_init") >= 0 or data.find(b"runtime/cgo") >= 0
-    except (OSError, ValueError):
-        return False
+    interpreter: str = ""  # its dynamic loader: /lib64/ld-linux-x86-64.so.2, /lib/ld-musl-x86_64.so.1
 
 
 def link_info(path: Path) -> LinkInfo:
@@ -183,5 +174,69 @@ def link_info(path: Path) -> LinkInfo:
     except (NotElf, OSError):
         return LinkInfo(False, False, False)
     with stream:
-        interp = elf.segment(PT_INTERP) is not None
-        return LinkInfo(True, interp, any(name.startswith("libc.") for name in elf.needed()))
+        interp = elf.segment(PT_INTERP)
+        name = ""
+        if interp is not None:
+            stream.seek(interp.offset)
+            name = stream.read(interp.filesz).split(b"\0", 1)[0].decode(errors="replace")
+        return LinkInfo(True, interp is not None, any(lib.startswith("libc.") for lib in elf.needed()), name)
+
+
+CGO_SYMBOLS = ("x_cgo_init", "_cgo_sys_thread_start")   # runtime/cgo's C code: only in cgo binaries
+
+
+def has_cgo(path: Path) -> bool:
+    """Whether an executable contains C code through cgo: runtime/cgo's C
+    functions in its symbols, or, stripped, CGO_ENABLED=1 in its build info
+    (which a binary without any cgo package also says, hence symbols first)."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        with open(path, "rb") as stream:
+            elf = ELFFile(stream)
+            symtab = elf.get_section_by_name(".symtab")
+            if symtab is not None and hasattr(symtab, "get_symbol_by_name"):
+                return any(symtab.get_symbol_by_name(name) for name in CGO_SYMBOLS)
+    except (ELFError, OSError):
+        return False
+    try:
+        proc = subprocess.run([go_executable(), "version", "-m", str(path)], capture_output=True, text=True,
+                              timeout=60)
+    except (AuditError, OSError, subprocess.TimeoutExpired):
+        return False
+    return any(line.split() == ["build", "CGO_ENABLED=1"] for line in proc.stdout.splitlines())
+
+
+def cgo_compiler(directory: Path, env: Mapping[str, str] | None = None) -> str:
+    """The C compiler cgo uses in directory with env (CC, or go env CC)."""
+    merged = {**os.environ, **(env or {})}
+    proc = subprocess.run([go_executable(), "env", "CC"], cwd=directory, capture_output=True, text=True, env=merged)
+    cc = proc.stdout.strip().split()
+    return cc[0] if proc.returncode == 0 and cc else merged.get("CC", "gcc")
+
+
+def has_linked_shim(path: Path) -> bool:
+    """Whether the shim is linked into the executable (bench's static builds)."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        with open(path, "rb") as stream:
+            symtab = ELFFile(stream).get_section_by_name(".symtab")
+            return symtab is not None and bool(getattr(symtab, "get_symbol_by_name", lambda _: None)("cgo_audit_region"))
+    except (ELFError, OSError):
+        return False
+
+
+def unreachable_static_cgo(path: Path) -> str | None:
+    """Why the shim cannot measure path's C heap when it is a statically
+    linked executable with cgo (LD_PRELOAD does not apply to it), with how
+    to rebuild it for the audit; None for any other file, and for a static
+    executable that has the shim linked in."""
+    link = link_info(path)
+    if not link.is_elf or link.dynamic or not has_cgo(path) or has_linked_shim(path):
+        return None
+    return (f"{path.name} is statically linked with cgo, so LD_PRELOAD cannot reach its C heap: rebuild it "
+            "dynamically linked for the audit (go build without -extldflags=-static in -ldflags), or audit its "
+            "package with `cgo-audit bench --go-flags=...`, which links the shim into static test binaries")

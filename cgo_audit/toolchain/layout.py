@@ -14,13 +14,12 @@ import re
 import struct
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from cgo_audit.shim.build import cache_dir
-from cgo_audit.toolchain.elfheaders import EM_X86_64, PT_TLS, ElfHeaders, NotElf, open_headers
+from cgo_audit.toolchain.elfheaders import ElfHeaders, NotElf, open_headers
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:   # pyelftools is imported where the DWARF is read: start-up does not pay for it
     from elftools.elf.elffile import ELFFile
 
 WANTED = {
@@ -88,23 +87,40 @@ def _struct_members(elf: ELFFile) -> dict[str, dict[str, int]]:
     raise LayoutUnavailable("has no runtime.g in its DWARF (not a Go binary?)")
 
 
+# Per architecture: the symbol of g's TLS slot, and where the executable's
+# TLS block sits relative to the thread pointer.
+TLS_G_SYMBOL = {"EM_X86_64": "runtime.tlsg", "EM_AARCH64": "runtime.tls_g"}
+ARCH_NAMES = {"EM_X86_64": "x86-64", "EM_AARCH64": "arm64"}
+# GOARCH of each machine, for the table of layouts without DWARF.
+GOARCH_OF = {"EM_X86_64": "amd64", "EM_AARCH64": "arm64"}
+
+
+def _tls_block_offset(elf: ELFFile, value: int, tls_align: int, tls_size: int) -> int:
+    """A TLS symbol's offset from the thread pointer in the executable.
+    x86-64 (variant II): the block ends at the thread pointer, so it is
+    value - block size. arm64 (variant I): the thread pointer is followed by
+    a 16-byte TCB, then the block, aligned to its own alignment."""
+    align = max(tls_align, 1)
+    if elf["e_machine"] == "EM_AARCH64":
+        return (16 + align - 1) // align * align + value
+    block = (tls_size + align - 1) // align * align
+    return value - block
+
+
 def _tls_g_offset(elf: ELFFile) -> int:
-    """g's slot relative to the thread pointer (x86-64: the executable's TLS
-    block ends at the thread pointer, so the offset is value - block size)."""
+    """g's slot relative to the thread pointer."""
     from elftools.elf.sections import SymbolTableSection
 
     symtab = elf.get_section_by_name(".symtab")
     if not isinstance(symtab, SymbolTableSection):
         raise LayoutUnavailable("has no symbol table (stripped)")
-    symbols = symtab.get_symbol_by_name("runtime.tlsg")
+    symbols = symtab.get_symbol_by_name(TLS_G_SYMBOL[elf["e_machine"]])
     if not symbols:
-        raise LayoutUnavailable("has no runtime.tlsg (not a cgo binary?)")
+        raise LayoutUnavailable(f"has no {TLS_G_SYMBOL[elf['e_machine']]} (not a cgo binary?)")
     tls = next((seg for seg in elf.iter_segments() if seg["p_type"] == "PT_TLS"), None)
     if tls is None:
         raise LayoutUnavailable("has no TLS segment")
-    align = max(int(tls["p_align"]), 1)
-    block = (int(tls["p_memsz"]) + align - 1) // align * align
-    return int(symbols[0]["st_value"]) - block
+    return _tls_block_offset(elf, int(symbols[0]["st_value"]), int(tls["p_align"]), int(tls["p_memsz"]))
 
 
 def _function_range(elf: ELFFile, name: str) -> tuple[int, int]:
@@ -126,7 +142,7 @@ def release_of(version: str) -> str:
     return f"go{match.group(1)}.{match.group(2)}"
 
 
-def go_version(elf: "ELFFile") -> str | None:
+def go_version(elf: ELFFile) -> str | None:
     """The Go version in the build info (kept by -s -w), Go 1.18 and later."""
     section = elf.get_section_by_name(".go.buildinfo")
     return None if section is None else version_in_buildinfo(section.data())
@@ -147,29 +163,78 @@ def version_in_buildinfo(data: bytes) -> str | None:
     return data[position:position + length].decode(errors="replace")
 
 
+def load_table() -> dict[str, dict[str, dict[str, int]]]:
+    """The table of layouts: GOARCH -> Go release -> struct offsets."""
+    return json.loads(LAYOUT_TABLE.read_text())
+
+
 def _from_table(elf: ELFFile, why: str, tls_g: int | None) -> GoLayout:
     """The layout of a binary without Go DWARF, from its release's table
-    entry; tls_g from its symbols when it still has them."""
+    entry for its architecture; tls_g from its symbols when it still has them."""
     version = go_version(elf)
     if version is None:
         raise LayoutUnavailable(f"{why}, and no Go version in its build info")
     release = release_of(version)
-    table = json.loads(LAYOUT_TABLE.read_text())
+    goarch = GOARCH_OF[elf["e_machine"]]
+    table = load_table().get(goarch, {})
     if release not in table:
-        known = ", ".join(table)
-        raise LayoutUnavailable(f"{why}, and {release} is not in the table of known layouts ({known})")
+        known = ", ".join(table) or "none"
+        raise LayoutUnavailable(f"{why}, and {release} is not in the table of known {goarch} layouts ({known})")
     return GoLayout(tls_g=_lone_g_slot(elf, why) if tls_g is None else tls_g, source=release, dwarf=False,
                     **table[release])
 
 
+# The Go runtime's own TLS block, with no C thread-locals beside it: its size,
+# and g's slot from the thread pointer. x86-64: g alone (runtime.tlsg), just
+# below the thread pointer. arm64: runtime.tls_g, then runtime.tlsg (the
+# linker sorts them by name), after the 16-byte TCB.
+LONE_TLS = {"EM_X86_64": (8, -8), "EM_AARCH64": (16, 16)}
+
+
 def _lone_g_slot(elf: ELFFile, why: str) -> int:
-    """g's TLS slot without the runtime.tlsg symbol: alone in the
-    executable's TLS block, g sits just below the thread pointer; with C
-    thread-locals beside it, only the symbol says where."""
+    """g's TLS slot without the runtime's TLS symbol: with the runtime's
+    slots alone in the executable's TLS block, it is known; with C
+    thread-locals beside them, only the symbol says where."""
+    size, slot = LONE_TLS[elf["e_machine"]]
     tls = next((seg for seg in elf.iter_segments() if seg["p_type"] == "PT_TLS"), None)
-    if tls is None or int(tls["p_memsz"]) != 8:
+    if tls is None or int(tls["p_memsz"]) != size:
         raise LayoutUnavailable(f"{why}, and its TLS block holds more than g, so g's slot is unknown")
-    return -8
+    return slot
+
+
+def layout_from_dwarf(binary: Path) -> GoLayout:
+    """The layout of binary from its own DWARF first (slow on a large
+    binary: every compile unit up to the runtime's is parsed), else from the
+    table; LayoutUnavailable saying why not."""
+    from elftools.common.exceptions import DWARFError, ELFError
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
+
+    try:
+        with open(binary, "rb") as stream:
+            elf = ELFFile(stream)
+            if elf["e_machine"] not in TLS_G_SYMBOL:
+                raise LayoutUnavailable(f"is for {elf['e_machine']}; the stack walk supports x86-64 and arm64 only")
+            has_symbols = isinstance(elf.get_section_by_name(".symtab"), SymbolTableSection)
+            tls_g = _tls_g_offset(elf) if has_symbols else None
+            thread_start = _function_range(elf, "x_cgo_thread_start")
+            try:
+                members = _struct_members(elf)
+            except LayoutUnavailable as exc:
+                why = str(exc) if has_symbols else "has no DWARF or symbols (built with -ldflags='-s -w')"
+                return replace(_from_table(elf, why, tls_g), thread_start_lo=thread_start[0],
+                               thread_start_hi=thread_start[1])
+            if tls_g is None:
+                tls_g = _lone_g_slot(elf, "has no symbols (stripped)")
+    except (ELFError, DWARFError, OSError, ValueError) as exc:
+        raise LayoutUnavailable(f"cannot be read: {exc}") from None
+    try:
+        g, m, gobuf, stack = (members[name] for name in ("runtime.g", "runtime.m", "runtime.gobuf", "runtime.stack"))
+        return GoLayout(tls_g=tls_g, g_m=g["m"], m_curg=m["curg"], g_sched_bp=g["sched"] + gobuf["bp"],
+                        g_stack_lo=g["stack"] + stack["lo"], g_stack_hi=g["stack"] + stack["hi"],
+                        g_gopc=g["gopc"], thread_start_lo=thread_start[0], thread_start_hi=thread_start[1])
+    except KeyError as exc:
+        raise LayoutUnavailable(f"has a runtime without the field {exc}") from None
 
 
 def read_layout(binary: Path) -> GoLayout:
@@ -182,47 +247,51 @@ def read_layout(binary: Path) -> GoLayout:
     cached = _cached(key)
     if cached is not None:
         return cached
-    try:
-        layout = _layout_from_table(binary)
-    except LayoutUnavailable:
-        layout = None
-    if layout is None:
-        layout = layout_from_dwarf(binary)
+    layout = _layout_from_table(binary) or layout_from_dwarf(binary)
     _store(key, layout)
     return layout
 
 
+# ELF e_machine numbers, and their names as pyelftools gives them.
+MACHINE_NAMES = {62: "EM_X86_64", 183: "EM_AARCH64"}
+PT_TLS = 7
+
+
 def _layout_from_table(binary: Path) -> GoLayout | None:
-    """The table's layout for binary's release, or None when the table (or
-    the build info) cannot say. Reads headers, the build info and two
-    symbols, raw: no DWARF, no pyelftools."""
+    """The table's layout for binary's release and architecture, or None
+    when the table (or the build info) cannot say. Reads headers, the build
+    info and two symbols, raw: no DWARF, no pyelftools."""
     try:
         stream, elf = open_headers(binary)
-    except (NotElf, OSError) as exc:
-        raise LayoutUnavailable(f"cannot be read: {exc}") from None
+    except (NotElf, OSError):
+        return None   # the DWARF path says why, in its words
     with stream:
-        if elf.machine != EM_X86_64:
-            raise LayoutUnavailable("is not for x86-64; the stack walk supports x86-64 only")
+        machine = MACHINE_NAMES.get(elf.machine)
+        if machine is None:
+            return None
         buildinfo = elf.section(".go.buildinfo")
         version = version_in_buildinfo(elf.data(buildinfo)) if buildinfo else None
         if version is None:
             return None
-        table = json.loads(LAYOUT_TABLE.read_text())
-        release = release_of(version)
+        try:
+            release = release_of(version)
+        except LayoutUnavailable:
+            return None
+        table = load_table().get(GOARCH_OF[machine], {})
         if release not in table:
             return None
-        tls = elf.segment(PT_TLS)
-        tlsg = _raw_symbol(elf, "runtime.tlsg")
-        if tlsg is not None:
-            if tls is None:
-                raise LayoutUnavailable("has no TLS segment")
+        tls = next((seg for seg in elf.segments if seg.type == PT_TLS), None)
+        tlsg = _raw_symbol(elf, TLS_G_SYMBOL[machine])
+        if tlsg is not None and tls is not None:
             align = max(tls.align, 1)
-            tls_g = tlsg[0] - (tls.memsz + align - 1) // align * align
-        elif tls is not None and tls.memsz == 8:
-            tls_g = -8   # g alone in the executable's TLS block: just below the thread pointer
+            if machine == "EM_AARCH64":
+                tls_g = (16 + align - 1) // align * align + tlsg[0]
+            else:
+                tls_g = tlsg[0] - (tls.memsz + align - 1) // align * align
+        elif tls is not None and tls.memsz == LONE_TLS[machine][0]:
+            tls_g = LONE_TLS[machine][1]
         else:
-            raise LayoutUnavailable("has no symbols (stripped), and its TLS block holds more than g, "
-                                    "so g's slot is unknown")
+            return None
         start = _raw_symbol(elf, "x_cgo_thread_start") or (0, 0)
         thread_start = (start[0], start[0] + start[1]) if start[1] else (0, 0)
         has_dwarf = elf.section(".debug_info") is not None or elf.section(".zdebug_info") is not None
@@ -282,8 +351,7 @@ def _cached(key: str | None) -> GoLayout | None:
     if key is None:
         return None
     try:
-        fields = json.loads(_cache_file(key).read_text())
-        return GoLayout(**fields)
+        return GoLayout(**json.loads(_cache_file(key).read_text()))
     except (OSError, ValueError, TypeError):
         return None
 
@@ -299,39 +367,3 @@ def _store(key: str | None, layout: GoLayout) -> None:
         temporary.replace(path)   # atomic: a concurrent reader sees all of it or nothing
     except OSError:
         pass   # a read-only cache only costs the next run its time
-
-
-def layout_from_dwarf(binary: Path) -> GoLayout:
-    """The layout of binary from its own DWARF first (slow on a large
-    binary: every compile unit up to the runtime's is parsed), else from the
-    table; LayoutUnavailable saying why not."""
-    # pyelftools is imported here, not at start-up: only this path needs it.
-    from elftools.common.exceptions import DWARFError, ELFError
-    from elftools.elf.elffile import ELFFile
-    from elftools.elf.sections import SymbolTableSection
-
-    try:
-        with open(binary, "rb") as stream:
-            elf = ELFFile(stream)
-            if elf["e_machine"] != "EM_X86_64":
-                raise LayoutUnavailable(f"is for {elf['e_machine']}; the stack walk supports x86-64 only")
-            has_symbols = isinstance(elf.get_section_by_name(".symtab"), SymbolTableSection)
-            tls_g = _tls_g_offset(elf) if has_symbols else None
-            thread_start = _function_range(elf, "x_cgo_thread_start")
-            try:
-                members = _struct_members(elf)
-            except LayoutUnavailable as exc:
-                why = str(exc) if has_symbols else "has no DWARF or symbols (built with -ldflags='-s -w')"
-                return replace(_from_table(elf, why, tls_g), thread_start_lo=thread_start[0],
-                               thread_start_hi=thread_start[1])
-            if tls_g is None:
-                tls_g = _lone_g_slot(elf, "has no symbols (stripped)")
-    except (ELFError, DWARFError, OSError, ValueError) as exc:
-        raise LayoutUnavailable(f"cannot be read: {exc}") from None
-    try:
-        g, m, gobuf, stack = (members[name] for name in ("runtime.g", "runtime.m", "runtime.gobuf", "runtime.stack"))
-        return GoLayout(tls_g=tls_g, g_m=g["m"], m_curg=m["curg"], g_sched_bp=g["sched"] + gobuf["bp"],
-                        g_stack_lo=g["stack"] + stack["lo"], g_stack_hi=g["stack"] + stack["hi"],
-                        g_gopc=g["gopc"], thread_start_lo=thread_start[0], thread_start_hi=thread_start[1])
-    except KeyError as exc:
-        raise LayoutUnavailable(f"has a runtime without the field {exc}") from None
