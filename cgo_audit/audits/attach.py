@@ -22,9 +22,12 @@ import psutil
 
 from cgo_audit.audits.run import RunSettings, _conclude
 from cgo_audit.errors import AuditError
+from cgo_audit.measure.limits import process_limits
 from cgo_audit.measure.load import HttpLoad
 from cgo_audit.measure.runner import RunRecord, ShimSession
 from cgo_audit.measure.sampler import read_maps, sample_process
+from cgo_audit.measure.series import DEFAULT_CAPACITY, BoundedSeries
+from cgo_audit.measure.stacktimeline import StackTimeline
 from cgo_audit.model import ProgramResult, ProgramSample
 from cgo_audit.shim.build import build_shim
 from cgo_audit.shim.inject import Attachment, attach, detach, signals_held
@@ -45,6 +48,7 @@ class AttachSettings:
     stacks: str = "sampled"
     sample_bytes: int = 16 * 1024
     warmup_s: float = 0.0
+    max_samples: int = DEFAULT_CAPACITY      # kept samples; older ones are thinned evenly beyond it
 
 
 def shim_for(pid: int) -> Path:
@@ -130,8 +134,9 @@ def audit_attached(settings: AttachSettings, progress: Progress = lambda _: None
         missing.append("goroutines and Go heap: no --pprof URL (serve net/http/pprof and pass its address)")
     load = HttpLoad(settings.load_urls, settings.load_concurrency) if settings.load_urls else None
     per = "request" if load else "second"
-    samples: list[ProgramSample] = []
-    early: dict[str, object] = {}
+    samples: BoundedSeries[ProgramSample] = BoundedSeries(settings.max_samples)
+    timeline: StackTimeline[ProgramSample] = StackTimeline()   # stack readings, for sites that add up to the slope
+    early: dict[str, object] = {"timeline": timeline}
     record = RunRecord(argv=list(argv), cwd=cwd, pid=settings.pid, stopped=True)
     limit = min((x for x in (settings.duration_s, settings.detach_after_s) if x), default=None)
     ended = "was watched until you stopped"
@@ -165,18 +170,23 @@ def audit_attached(settings: AttachSettings, progress: Progress = lambda _: None
                     maps = read_maps(settings.pid)
                     if maps:
                         record.maps = maps
+                    ops = load.completed if load else None
                     cheap = region.cheap()
+                    stacks = region.stacks() if settings.stacks != "off" else None
                     go = poller.latest() if poller else None
                     sample = ProgramSample(
-                        time_s=process.time_s, ops=load.completed if load else None,
+                        time_s=process.time_s, ops=ops,
                         c_bytes=cheap.user_live_bytes, c_allocs=cheap.user_live_allocs,
                         c_peak_bytes=cheap.peak_live_bytes, rss_bytes=process.target_rss_bytes,
                         fds=process.num_fds, sockets=process.num_sockets, threads=process.num_threads,
                         goroutines=go.goroutines if go else None, go_heap_bytes=go.heap_live_bytes if go else None,
-                        go_stamp=go.stamp if go else None)
+                        go_stamp=go.stamp if go else None, vms_bytes=process.vms_bytes,
+                        c_untracked=cheap.untracked_allocs)
                     samples.append(sample)
-                    if "stacks" not in early and process.time_s >= settings.warmup_s:
-                        early.update(stacks=region.stacks(), ops=sample.ops or 0, time_s=sample.time_s)
+                    if stacks is not None and process.time_s >= settings.warmup_s:
+                        timeline.add(sample, stacks)
+                    if "limits" not in early:
+                        early["limits"] = process_limits(settings.pid)
                     progress(sample)
                     time.sleep(settings.interval_s)
                 else:
@@ -193,14 +203,21 @@ def audit_attached(settings: AttachSettings, progress: Progress = lambda _: None
                 # load stopped: a site's figure covers the same requests as the slope.
                 process = sample_process(proc, time.monotonic() - started, span)
                 if process is not None and samples:
+                    ops = load.completed if load else None
                     cheap = region.cheap()
-                    samples.append(ProgramSample(
-                        time_s=process.time_s, ops=load.completed if load else None, c_bytes=cheap.user_live_bytes,
+                    record.final_stacks = region.stacks()
+                    last = ProgramSample(
+                        time_s=process.time_s, ops=ops, c_bytes=cheap.user_live_bytes,
                         c_allocs=cheap.user_live_allocs, c_peak_bytes=cheap.peak_live_bytes,
                         rss_bytes=process.target_rss_bytes, fds=process.num_fds, sockets=process.num_sockets,
                         threads=process.num_threads, goroutines=samples[-1].goroutines,
-                        go_heap_bytes=samples[-1].go_heap_bytes, go_stamp=samples[-1].go_stamp))
-                record.final_stacks = region.stacks()
+                        go_heap_bytes=samples[-1].go_heap_bytes, go_stamp=samples[-1].go_stamp,
+                        vms_bytes=process.vms_bytes, c_untracked=cheap.untracked_allocs)
+                    samples.append(last)
+                    if settings.stacks != "off":
+                        timeline.add(last, record.final_stacks)
+                else:
+                    record.final_stacks = region.stacks()
                 record.stack_mode = region.stack_mode()
                 final = region.cheap()
                 record.final_c_heap = final

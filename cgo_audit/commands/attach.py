@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     console = make_console()
     settings = AttachSettings(pid=args.pid, duration_s=args.duration or None, detach_after_s=args.detach_after,
                               interval_s=args.interval, pprof_url=args.pprof_url, load_urls=args.load,
-                              load_concurrency=args.concurrency, stacks=args.stacks, warmup_s=args.warmup)
+                              load_concurrency=args.concurrency, stacks=args.stacks, warmup_s=args.warmup,
+                              max_samples=args.max_samples)
     live = console.is_terminal and not args.quiet
 
     def progress(sample: object) -> None:

@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.live import Live
 
     from cgo_audit.audits.watch import WatchSettings, attach_refusal, live_table, watch_process
+    from cgo_audit.measure.series import BoundedSeries
 
     console = make_console()
     live_view = console.is_terminal and not args.quiet
@@ -38,12 +39,12 @@ def run(args: argparse.Namespace) -> int:
 
         attach_settings = AttachSettings(pid=args.pid, duration_s=args.duration or None,
                                          detach_after_s=args.detach_after, interval_s=args.interval,
-                                         pprof_url=args.pprof_url)
-        seen: list[object] = []
+                                         pprof_url=args.pprof_url, max_samples=args.max_samples)
+        seen: BoundedSeries[object] = BoundedSeries(args.max_samples)   # the live view's, bounded like the audit's
         if live_view:
             with Live(console=console, refresh_per_second=4, transient=True) as live:
                 result = audit_attached(attach_settings,
-                                        lambda s: (seen.append(s), live.update(live_table(seen))))  # type: ignore[arg-type]
+                                        lambda s: (seen.append(s), live.update(live_table(seen.items()))))  # type: ignore[arg-type]
         else:
             result = audit_attached(attach_settings)
         return report_program(result, "watch", args, console)
