@@ -165,7 +165,7 @@ def test_arm64_layout_table_matches_the_installed_go_runtime(tmp_path):
     """For the Go installed here, the table's arm64 entry equals what the
     arm64 runtime's own DWARF says, and g's TLS slot is found without
     symbols (runtime.tls_g after the 16-byte TCB)."""
-    from cgo_audit.toolchain.layout import STRUCT_FIELDS, load_table, read_layout, release_of
+    from cgo_audit.toolchain.layout import STRUCT_FIELDS, layout_from_dwarf, load_table, read_layout, release_of
     from cgo_audit.toolchain.platform import for_goarch
     from helpers import write_module
     import os
@@ -180,8 +180,10 @@ def test_arm64_layout_table_matches_the_installed_go_runtime(tmp_path):
     for name, flags in (("full", ""), ("stripped", "-s -w")):
         subprocess.run(["go", "build", f"-ldflags={flags}", "-o", name, "."], cwd=module, env=env, check=True,
                        capture_output=True)
-    full, stripped = read_layout(module / "full"), read_layout(module / "stripped")
+    full, stripped = layout_from_dwarf(module / "full"), read_layout(module / "stripped")
     assert full.source == "dwarf" and stripped.source == release
+    # The fast path (table, raw symbols, cache) gives the DWARF's layout for a full binary too.
+    assert read_layout(module / "full").environment_value() == full.environment_value()
     assert full.tls_g == 16   # runtime.tls_g, first in the TLS block, after the TCB
     assert {name: getattr(full, name) for name in STRUCT_FIELDS} == table[release]
     assert stripped.environment_value().split(",")[:7] == full.environment_value().split(",")[:7]
