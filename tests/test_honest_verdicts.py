@@ -109,12 +109,11 @@ def test_run_of_a_target_killed_after_a_second_is_inconclusive(tmp_path):
     assert program["verdict"] == "inconclusive" and program["incomplete"], program["verdicts"]
     why = " ".join(program["why_incomplete"])
     assert "killed by SIGKILL" in why and "before the 20s asked for" in why and "a verdict needs at least 4" in why
-    if len(program["samples"]) >= 2:   # the raw changes it saw are still said
+    if sum(s["c_bytes"] is not None for s in program["samples"]) >= 2:   # the raw changes it saw are still said
         assert any(note.startswith("measured over") and "C heap +" in note for note in program["notes"]), \
             program["notes"]
     # Every figure it has is still reported.
     assert 1 <= len(program["samples"]) <= 3
-    assert all(s["c_bytes"] is not None for s in program["samples"])
     text = " ".join(stdout.split())
     assert "inconclusive" in text and "clean" not in text and "(exit 2)" in text
 

@@ -347,9 +347,10 @@ def raw_changes(samples: Sequence[ProgramSample]) -> str | None:
     first, last = samples[0], samples[-1]
     parts = []
     for label, key, unit in RAW_FIGURES:
-        start, end = getattr(first, key), getattr(last, key)
-        if start is None or end is None:
+        have = [s for s in samples if getattr(s, key) is not None]   # the C heap may answer a sample late
+        if len(have) < 2:
             continue
+        start, end = getattr(have[0], key), getattr(have[-1], key)
         change = end - start
         parts.append(f"{label} {'+' if change >= 0 else ''}{change}{' B' if unit else ''} ({start} to {end})")
     requests = f", {(last.ops or 0) - (first.ops or 0)} requests" if last.ops is not None else ""
