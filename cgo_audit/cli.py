@@ -161,9 +161,16 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--json", type=Path, help="write the JSON report here")
     run.add_argument("--html", type=Path, help="write a self-contained HTML report with charts here")
     run.add_argument("--quiet", action="store_true", help="no live progress")
+    add_metrics_argument(run)
+
+
+def add_metrics_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metrics-addr", metavar="HOST:PORT",
+                        help="serve the figures, slopes and verdict for Prometheus at http://HOST:PORT/metrics")
 
 
 def run_program(args: argparse.Namespace, console: Console) -> int:
+    from cgo_audit.metrics import LiveFigures, serve_metrics
     from cgo_audit.runaudit import RunSettings, audit_program
 
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
@@ -176,14 +183,20 @@ def run_program(args: argparse.Namespace, console: Console) -> int:
                            stacks=args.stacks, warmup_s=args.warmup)
     live = console.is_terminal and not args.quiet
 
+    figures = LiveFigures(command, "request" if args.load else "second", args.memory_limit, args.warmup)
+
     def progress(sample: object) -> None:
+        figures.add(sample)  # type: ignore[arg-type]
         if live:
             s = sample  # ProgramSample
             c = f"C {s.c_bytes} B" if s.c_bytes is not None else "C -"  # type: ignore[attr-defined]
             console.print(f"[dim]  {s.time_s:5.0f}s  {c}  RSS {s.rss_bytes >> 10} KiB  fds {s.fds}  "  # type: ignore[attr-defined]
                           f"threads {s.threads}[/]".ljust(79), end="\r")  # type: ignore[attr-defined]
 
-    result = audit_program(settings, progress)
+    with serve_metrics(args.metrics_addr, figures) as url:
+        if url:
+            console.print(f"metrics: {url}")
+        result = audit_program(settings, progress)
     if live:
         console.print(" " * 79, end="\r")
     return report_program(result, "run", args, console)
@@ -247,20 +260,42 @@ def _add_watch(sub: argparse._SubParsersAction) -> None:
     watch.add_argument("--json", type=Path, help="write the JSON report here")
     watch.add_argument("--html", type=Path, help="write a self-contained HTML report with charts here")
     watch.add_argument("--quiet", action="store_true", help="no live view")
+    add_metrics_argument(watch)
+
+
+def process_name(pid: int) -> str:
+    import psutil
+
+    try:
+        return psutil.Process(pid).name()
+    except psutil.Error:
+        return str(pid)  # watch_process says what is wrong with it
 
 
 def watch_program(args: argparse.Namespace, console: Console) -> int:
     from rich.live import Live
 
+    from cgo_audit.metrics import LiveFigures, serve_metrics
     from cgo_audit.watch import WatchSettings, live_table, watch_process
 
     settings = WatchSettings(pid=args.pid, duration_s=args.duration or None, interval_s=args.interval,
                              pprof_url=args.pprof_url)
-    if console.is_terminal and not args.quiet:
-        with Live(console=console, refresh_per_second=4, transient=True) as live:
-            result = watch_process(settings, lambda samples, _missing: live.update(live_table(samples)))
-    else:
-        result = watch_process(settings)
+    figures = LiveFigures([process_name(args.pid)], "second")
+
+    def update(samples: Sequence[Any], _missing: Sequence[str]) -> None:
+        figures.add(samples[-1])
+        if live is not None:
+            live.update(live_table(samples))
+
+    live = None
+    with serve_metrics(args.metrics_addr, figures) as url:
+        if url:
+            console.print(f"metrics: {url}")
+        if console.is_terminal and not args.quiet:
+            with Live(console=console, refresh_per_second=4, transient=True) as live:
+                result = watch_process(settings, update)
+        else:
+            result = watch_process(settings, update)
     return report_program(result, "watch", args, console)
 
 

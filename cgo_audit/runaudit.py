@@ -67,6 +67,7 @@ class ProgramSample:
     go_heap_bytes: int | None
     go_stamp: float | None = None  # requests or seconds when the Go side was read (it lags)
     incarnation: int = 0           # which start of the program (restarts after an OOM kill)
+    pid: int | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -216,7 +217,7 @@ def _sampler(session: ShimSession, settings: RunSettings, load: HttpLoad | None,
             rss_bytes=process.target_rss_bytes, fds=process.num_fds, sockets=process.num_sockets,
             threads=process.num_threads, goroutines=go.goroutines if go else None,
             go_heap_bytes=go.heap_live_bytes if go else None, go_stamp=go.stamp if go else None,
-            incarnation=incarnation)
+            incarnation=incarnation, pid=pid)
         with lock:
             samples.append(sample)
             if "stacks" not in early and process.time_s >= settings.warmup_s and cheap is not None:

@@ -90,7 +90,7 @@ def watch_process(settings: WatchSettings, on_update: Update = lambda _s, _m: No
                 c_peak_bytes=cheap.peak_live_bytes if cheap else None, rss_bytes=process.target_rss_bytes,
                 fds=process.num_fds, sockets=process.num_sockets, threads=process.num_threads,
                 goroutines=go.goroutines if go else None, go_heap_bytes=go.heap_live_bytes if go else None,
-                go_stamp=go.stamp if go else None))
+                go_stamp=go.stamp if go else None, pid=settings.pid))
             on_update(samples, missing)
             time.sleep(settings.interval_s)
         else:

@@ -1,0 +1,196 @@
+"""`run` and `watch --metrics-addr`: the real endpoint, scraped while a real
+fixture server runs under the shim."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Callable
+
+import psutil
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from cgo_audit.load import HttpLoad
+from cgo_audit.runner import ShimSession
+
+from helpers import REPO, SERVER_CWD, assert_one_line_error, free_port, run_cli
+
+Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(url: str) -> Series:
+    """Every sample of the endpoint, keyed by (name, sorted labels); {} if it does not answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return {}
+    series: Series = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            series[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return series
+
+
+def value(series: Series, name: str, **labels: str) -> float | None:
+    """The one sample of name whose labels include labels (None if absent)."""
+    found = [v for (n, ls), v in series.items() if n == name and set(labels.items()) <= set(ls)]
+    assert len(found) <= 1, (name, labels, found)
+    return found[0] if found else None
+
+
+def poll(what: Callable[[], object], seconds: float = 90.0, interval: float = 0.2) -> object:
+    """what() once it is truthy, within a generous bound."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        result = what()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"not reached within {seconds:.0f}s: {what}")
+
+
+def start_run(leakyserver, mode: str, *extra: str, seconds: int = 120) -> tuple[subprocess.Popen, str, int]:
+    """`cgo-audit run --metrics-addr` of the fixture server, in the background."""
+    port, metrics_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cgo_audit", "run", "--quiet", "--duration", str(seconds), "--interval", "0.25",
+         "--metrics-addr", f"127.0.0.1:{metrics_port}", "--cwd", str(SERVER_CWD), *[e.format(port=port) for e in extra],
+         "--", str(leakyserver), "-addr", f"127.0.0.1:{port}", "-mode", mode],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return proc, f"http://127.0.0.1:{metrics_port}/metrics", port
+
+
+def server_pid(proc: subprocess.Popen) -> int:
+    def child() -> int | None:
+        kids = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.name() == "leakyserver"]
+        return kids[0].pid if kids else None
+    return poll(child, 60)  # type: ignore[return-value]
+
+
+def stop(proc: subprocess.Popen) -> str:
+    proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out
+
+
+def test_run_serves_the_slopes_and_verdict_of_a_leak_under_load(leakyserver):
+    proc, url, port = start_run(leakyserver, "leaky", "--load", "http://127.0.0.1:{port}/value?key=timeout",
+                                "--pprof", "http://127.0.0.1:{port}")
+    try:
+        pid = server_pid(proc)
+        me = {"pid": str(pid), "program": "leakyserver"}
+        series = poll(lambda: (s := scrape(url)) and value(s, "cgo_audit_verdict", verdict="cgo-leak", **me) == 1
+                      and value(s, "cgo_audit_goroutines", **me) is not None and s)
+        assert isinstance(series, dict)
+        # The slopes are fitted per request of the counted load: the fixture leaks
+        # C.CString("timeout") and C.CString(value) = 8 + 18 bytes, 2 blocks.
+        assert value(series, "cgo_audit_c_heap_growth_bytes_per_op", per="request", **me) == pytest.approx(26, rel=0.01)
+        assert value(series, "cgo_audit_c_heap_growth_blocks_per_op", per="request", **me) == pytest.approx(2, rel=0.01)
+        assert value(series, "cgo_audit_verdict", verdict="clean", **me) == 0
+        assert value(series, "cgo_audit_shim_active", **me) == 1
+        assert value(series, "cgo_audit_fd_limit", **me) == psutil.Process(pid).rlimit(psutil.RLIMIT_NOFILE)[0]
+        assert value(series, "cgo_audit_open_fds", **me) == pytest.approx(psutil.Process(pid).num_fds(), abs=4)
+        requests = value(series, "cgo_audit_load_requests_total", **me)
+        assert requests and requests > 0
+        # A gauge read at scrape time: the next scrape has newer figures.
+        later = poll(lambda: (s := scrape(url)) and (value(s, "cgo_audit_load_requests_total", **me) or 0) > requests
+                     and s)
+        assert value(later, "cgo_audit_c_heap_live_bytes", **me) > value(series, "cgo_audit_c_heap_live_bytes", **me)
+    finally:
+        out = stop(proc)
+    assert "Traceback" not in out, out
+
+
+def sequential_requests(port: int, count: int) -> None:
+    """count requests one after another on one connection, each answered before the next."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    for _ in range(count):
+        conn.request("GET", "/value?key=timeout")
+        answer = conn.getresponse()
+        answer.read()
+        assert answer.status == 200
+    conn.close()
+
+
+def test_run_c_heap_gauges_are_exact_per_request(leakyserver):
+    # No --load: the test is the load, so it knows exactly how many requests
+    # were served, and the gauges must move by exactly 26 bytes and 2 blocks each.
+    proc, url, port = start_run(leakyserver, "leaky")
+    try:
+        pid = server_pid(proc)
+        me = {"pid": str(pid), "program": "leakyserver"}
+        ready = HttpLoad([f"http://127.0.0.1:{port}/value"])
+        assert ready.wait_ready(60)
+        sequential_requests(port, 1)  # anything a first request sets up once
+        first = poll(lambda: (s := scrape(url)) and value(s, "cgo_audit_c_heap_live_bytes", **me) is not None and s)
+        settled = poll(lambda: (s := scrape(url)) and (s2 := scrape(url)) and
+                       value(s, "cgo_audit_samples_total", **me) < value(s2, "cgo_audit_samples_total", **me)
+                       and value(s, "cgo_audit_c_heap_live_bytes", **me) == value(s2, "cgo_audit_c_heap_live_bytes", **me)
+                       and s2)
+        assert first
+        bytes0 = value(settled, "cgo_audit_c_heap_live_bytes", **me)
+        blocks0 = value(settled, "cgo_audit_c_heap_live_blocks", **me)
+        sequential_requests(port, 500)
+        poll(lambda: (s := scrape(url)) and value(s, "cgo_audit_c_heap_live_bytes", **me) == bytes0 + 26 * 500
+             and value(s, "cgo_audit_c_heap_live_blocks", **me) == blocks0 + 2 * 500, 60)
+        sequential_requests(port, 250)
+        final = poll(lambda: (s := scrape(url)) and value(s, "cgo_audit_c_heap_live_bytes", **me) == bytes0 + 26 * 750
+                     and s, 60)
+        assert value(final, "cgo_audit_c_heap_live_blocks", **me) == blocks0 + 2 * 750
+        # Without --load an op is a second, and no request counter is made up.
+        assert value(final, "cgo_audit_load_requests_total", **me) is None
+    finally:
+        out = stop(proc)
+    assert "Traceback" not in out, out
+
+
+def test_watch_serves_the_c_heap_of_a_process_started_under_the_shim(shim_path, leakyserver):
+    port, metrics_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with ShimSession(shim_path) as session:
+        server = subprocess.Popen([str(leakyserver), "-addr", f"127.0.0.1:{port}"], cwd=SERVER_CWD,
+                                  env=session.environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        watch = None
+        try:
+            assert HttpLoad([f"http://127.0.0.1:{port}/value"]).wait_ready(60)
+            sequential_requests(port, 1)
+            watch = subprocess.Popen([sys.executable, "-m", "cgo_audit", "watch", str(server.pid), "--quiet",
+                                      "--interval", "0.25", "--metrics-addr", f"127.0.0.1:{metrics_port}"],
+                                     cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            me = {"pid": str(server.pid), "program": "leakyserver"}
+            settled = poll(lambda: (s := scrape(url)) and (s2 := scrape(url)) and
+                           value(s, "cgo_audit_samples_total", **me) < value(s2, "cgo_audit_samples_total", **me)
+                           and value(s, "cgo_audit_c_heap_live_bytes", **me) ==
+                           value(s2, "cgo_audit_c_heap_live_bytes", **me) and s2)
+            bytes0 = value(settled, "cgo_audit_c_heap_live_bytes", **me)
+            sequential_requests(port, 300)
+            poll(lambda: (s := scrape(url)) and value(s, "cgo_audit_c_heap_live_bytes", **me) == bytes0 + 26 * 300, 60)
+        finally:
+            if watch is not None:
+                out = stop(watch)
+                assert "Traceback" not in out, out
+            server.kill()
+            server.wait()
+
+
+def test_bad_metrics_addresses(tmp_path):
+    assert_one_line_error(run_cli("run", "--duration", "1", "--metrics-addr", "nonsense", "--", "true"),
+                          "--metrics-addr takes HOST:PORT")
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert_one_line_error(run_cli("watch", str(os.getpid()), "--duration", "1",
+                                      "--metrics-addr", f"127.0.0.1:{port}"), "cannot serve metrics")
