@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import traceback
@@ -375,10 +376,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     console = Console(highlight=False, soft_wrap=True)
+    if args.command in ("run", "watch"):
+        # A container being stopped (SIGTERM) ends an audit like Ctrl-C: the
+        # target is stopped too, never left running without its auditor.
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.command == "bench":
             return run_bench(args, console)

@@ -194,3 +194,13 @@ def test_bad_metrics_addresses(tmp_path):
         port = taken.getsockname()[1]
         assert_one_line_error(run_cli("watch", str(os.getpid()), "--duration", "1",
                                       "--metrics-addr", f"127.0.0.1:{port}"), "cannot serve metrics")
+
+
+def test_a_stopped_run_stops_its_target(leakyserver):
+    # Kubernetes and CI stop with SIGTERM: the server must not outlive its auditor.
+    proc, url, _port = start_run(leakyserver, "fixed")
+    pid = server_pid(proc)
+    poll(lambda: scrape(url))
+    proc.terminate()
+    proc.communicate(timeout=60)
+    poll(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 30)
