@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from cgo_audit import __version__
+from cgo_audit import __version__, merge
 from cgo_audit.errors import AuditError
 
 EXIT_CLEAN, EXIT_LEAK, EXIT_ERROR = 0, 1, 2
@@ -81,6 +81,10 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                        help="benchmarks run side by side (default: the number of CPUs)")
     bench.add_argument("--no-tests", action="store_true",
                        help="do not fall back to tests in packages without benchmarks")
+    bench.add_argument("--shard", metavar="I/N",
+                       help="audit only the I-th of N shares of the packages (CI machines; see cgo-audit merge)")
+    bench.add_argument("--shard-durations", type=Path, metavar="REPORT",
+                       help="a JSON report of an earlier run: balance the shards by its per-package durations")
 
 
 def run_bench(args: argparse.Namespace, console: Console) -> int:
@@ -90,8 +94,14 @@ def run_bench(args: argparse.Namespace, console: Console) -> int:
     from cgo_audit.report.json_report import write_json
     from cgo_audit.report.terminal import render
 
+    from cgo_audit.shards import durations_from_report, parse_shard
+
     accepted = load_baseline(args.baseline) if args.baseline else []
+    if args.shard_durations and not args.shard:
+        raise AuditError("--shard-durations balances shards: give --shard I/N too")
     settings = BenchSettings(
+        shard=parse_shard(args.shard) if args.shard else None,
+        shard_durations=durations_from_report(args.shard_durations) if args.shard_durations else {},
         patterns=args.patterns or ["./..."], nested_modules=not args.patterns, jobs=max(1, args.jobs),
         tests_when_no_benchmarks=not args.no_tests,
         directory=args.dir.resolve(), bench_regex=args.bench, sizes=args.sizes,
@@ -371,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_baseline(sub)
     _add_exec(sub)
     _add_demo(sub)
+    merge.prepare_parser(sub.add_parser("merge", help="join the JSON reports of bench --shard into one verdict"))
     shim = sub.add_parser("build-shim", help="build the LD_PRELOAD shim and print its path")
     shim.add_argument("--output", type=Path, help="also copy the library here")
     return parser
@@ -401,6 +412,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return exec_binary(args, console)
         if args.command == "demo":
             return run_demo_command(args, console)
+        if args.command == "merge":
+            return merge.run(args)
         if args.command == "build-shim":
             from cgo_audit.shimbuild import build_shim
             path = build_shim()

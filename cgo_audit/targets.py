@@ -16,6 +16,7 @@ from cgo_audit.gotool import GoBuildError, GoPackage, build_test_binary, link_in
 from cgo_audit.modcache import in_module_cache, writable_copy
 from cgo_audit.model import BENCH_LINE, SKIP_LINE, PackageOutcome
 from cgo_audit.probe import is_wrapper, locate_benchmarks, write_overlay, wrapper_name
+from cgo_audit.shards import Shard
 
 BENCHMARK, TEST = "benchmark", "test"
 SKIPPED_DIRS = {"vendor", "testdata", "node_modules"}
@@ -43,12 +44,15 @@ class BenchSettings:
     sample_interval_s: float = 0.05
     jobs: int = os.cpu_count() or 1
     keep_work: bool = False
+    shard: Shard | None = None              # audit only this shard's share of the packages
+    shard_durations: dict[str, float] = field(default_factory=dict)   # seconds per package, to balance shards
 
     def as_dict(self) -> dict[str, object]:
         return {"patterns": list(self.patterns), "directory": str(self.directory),
                 "bench": self.bench_regex, "sizes": list(self.sizes) if self.sizes else None,
                 "run_seconds": self.run_seconds, "tags": list(self.tags), "probe": self.probe,
-                "stacks": self.stacks, "jobs": self.jobs}
+                "stacks": self.stacks, "jobs": self.jobs,
+                **({"shard": str(self.shard)} if self.shard else {})}
 
     def build_env(self) -> dict[str, str]:
         """C and C++ compiled with frame pointers, so the stack walk can name

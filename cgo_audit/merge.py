@@ -1,0 +1,112 @@
+"""`cgo-audit merge`: the JSON reports of `bench --shard I/N` (one per CI
+machine) joined into one report, one verdict and one exit status, with the
+same rules as bench: 1 for a new leak, else 2 when anything could not be
+audited, else 0. A shard whose report is missing, or shards that split the
+packages differently, are errors in the merged report (its packages were not
+audited), never silently a smaller clean report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+from cgo_audit import analysis
+from cgo_audit.errors import AuditError
+from cgo_audit.model import AuditReport, BenchResult
+from cgo_audit.report.json_load import load_report
+
+SHARD_KEYS = ("shard", "shard_packages", "packages_in_all_shards", "shard_balanced_by")
+
+
+def prepare_parser(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Join the JSON reports of `cgo-audit bench --shard I/N --json` (one per CI machine) "
+                          "into one report and one exit status: 1 for a new leak, else 2 if anything could not "
+                          "be audited (including a missing shard), else 0.")
+    parser.add_argument("reports", nargs="+", type=Path, help="JSON reports of the shards")
+    parser.add_argument("--json", type=Path, help="write the merged JSON report here")
+    parser.add_argument("--junit", type=Path, help="write a JUnit XML report here (a test case per benchmark)")
+    parser.add_argument("--html", type=Path, help="write a self-contained HTML report here")
+    parser.add_argument("--quiet", action="store_true", help="only leaks, errors and the summary")
+
+
+def problem(name: str, text: str) -> BenchResult:
+    """An audit that did not happen, as a result every reporter shows as an error."""
+    return BenchResult(package="(cgo-audit merge)", name=name, points=[], verdicts=analysis.decide({}),
+                       growth={}, error=text)
+
+
+def shard_problems(reports: list[tuple[Path, AuditReport]]) -> list[BenchResult]:
+    """Missing shards, and packages the shards did not cover exactly once."""
+    shards = [(path, report.settings.get("shard")) for path, report in reports]
+    if not any(label for _, label in shards):
+        return []
+    if not all(label for _, label in shards):
+        plain = next(path for path, label in shards if not label)
+        raise AuditError(f"{plain} is not a shard's report (no --shard): merge shards of one audit")
+    counts = {str(label).split("/")[1] for _, label in shards}
+    if len(counts) > 1:
+        raise AuditError(f"the reports are shards of different splits ({', '.join(sorted(counts))} shards)")
+    count = int(counts.pop())
+    seen: dict[int, Path] = {}
+    for path, label in shards:
+        index = int(str(label).split("/")[0])
+        if index in seen:
+            raise AuditError(f"shard {label} is given twice: {seen[index]} and {path}")
+        seen[index] = path
+    found = [problem(f"shard {i}/{count}", f"no report for shard {i}/{count}: its packages were not audited")
+             for i in range(1, count + 1) if i not in seen]
+    covered: dict[str, int] = {}
+    for _, report in reports:
+        for package in report.settings.get("shard_packages", []):
+            covered[package] = covered.get(package, 0) + 1
+    twice = sorted(p for p, n in covered.items() if n > 1)
+    totals = {report.settings.get("packages_in_all_shards") for _, report in reports}
+    if twice or (not found and (len(totals) != 1 or len(covered) != totals.pop())):
+        found.append(problem("shard split", "the shards split the packages differently (run every shard on the "
+                             "same tree with the same --shard-durations)"
+                             + (f": audited twice: {', '.join(twice)}" if twice else "")))
+    return found
+
+
+def merge_reports(reports: list[tuple[Path, AuditReport]]) -> AuditReport:
+    problems = shard_problems(reports)
+    results: list[BenchResult] = []
+    seen: dict[tuple[str, str], Path] = {}
+    for path, report in reports:
+        for result in report.results:
+            key = (result.package, result.name)
+            if key in seen and not problems:
+                raise AuditError(f"{result.package} {result.name} is in both {seen[key]} and {path}")
+            seen[key] = path
+            results.append(result)
+    results.sort(key=lambda r: r.package)   # stable: each package's benchmarks keep their order
+    packages = sorted((o for _, report in reports for o in report.packages), key=lambda o: o.import_path)
+    settings = {key: value for key, value in reports[0][1].settings.items() if key not in SHARD_KEYS}
+    settings["merged_from"] = [str(path) for path, _ in reports]
+    return AuditReport(results=results + problems, packages=packages, settings=settings)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cgo_audit.cli import exit_status
+    from cgo_audit.report.json_report import write_json
+    from cgo_audit.report.terminal import render
+
+    console = Console(highlight=False, soft_wrap=True)
+    report = merge_reports([(path, load_report(path)[0]) for path in args.reports])
+    if not report.results:
+        raise AuditError("nothing was audited in any of the reports")
+    status = exit_status(report.results)
+    render(report, status, console, quiet=args.quiet)
+    if args.json:
+        write_json(report, status, args.json)
+    if args.junit:
+        from cgo_audit.report.junit import write_junit
+
+        write_junit(report, args.junit)
+    if args.html:
+        from cgo_audit.report.html import render_bench_html, write_html
+
+        write_html(render_bench_html(report, status), args.html)
+    return status
