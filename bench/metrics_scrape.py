@@ -20,8 +20,8 @@ import time
 
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
-from cgo_audit.metrics import LiveFigures, ProgramCollector
-from cgo_audit.runaudit import ProgramSample
+from cgo_audit.audits.metrics import LiveFigures, ProgramCollector
+from cgo_audit.model import ProgramSample
 
 SPANS = (("1 minute", 60), ("1 hour", 3600), ("1 day", 86400))
 

@@ -31,8 +31,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from cgo_audit.golayout import read_layout  # noqa: E402
-from cgo_audit.shimbuild import build_shim  # noqa: E402
+from cgo_audit.shim.build import build_shim  # noqa: E402
+from cgo_audit.toolchain.layout import read_layout  # noqa: E402
 
 
 def build_workloads(workdir: Path) -> dict[str, Path]:

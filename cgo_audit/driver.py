@@ -17,9 +17,9 @@ from typing import Any, Mapping, Sequence
 import psutil
 
 from cgo_audit.errors import AuditError
-from cgo_audit.region import CHeap
-from cgo_audit.runner import ShimSession, failure_line, settled_state
-from cgo_audit.sampler import ProcessSample, sample_process
+from cgo_audit.measure.runner import ShimSession, failure_line, settled_state
+from cgo_audit.measure.sampler import ProcessSample, sample_process
+from cgo_audit.shim.region import CHeap
 
 GO_HEAP_LIVE = "/gc/heap/live:bytes"
 GO_GOROUTINES = "/sched/goroutines:goroutines"
@@ -178,7 +178,7 @@ class Driver:
 
 def build_go_command(module_dir: Path, package: str, output: Path) -> Path:
     """go build of one main package (a driver) into output."""
-    from cgo_audit.gotool import go_executable
+    from cgo_audit.toolchain.gotool import go_executable
 
     if not Path(module_dir).is_dir():
         raise AuditError(f"cannot build {package}: no such directory {module_dir}")

@@ -4,16 +4,16 @@ program) came to. Every reporter reads these and nothing else."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
-from cgo_audit.analysis import Growth, Verdicts
-from cgo_audit.gctrace import parse_gctrace
-from cgo_audit.region import StackRecord
-from cgo_audit.runner import RunRecord, Snapshot
-from cgo_audit.sampler import ExecutableMapping
-from cgo_audit.sites import Site, stack_deltas
-from cgo_audit.symbolize import Symbolizer
+from cgo_audit.measure.runner import RunRecord, Snapshot
+from cgo_audit.measure.sampler import ExecutableMapping
+from cgo_audit.shim.region import StackRecord
+from cgo_audit.toolchain.gctrace import parse_gctrace
+from cgo_audit.verdicts.analysis import Growth, Verdicts
+from cgo_audit.verdicts.sites import Site, stack_deltas
+from cgo_audit.verdicts.symbolize import Symbolizer
 
 GO_HEAP_LIVE = "/gc/heap/live:bytes"
 GO_GOROUTINES = "/sched/goroutines:goroutines"
@@ -222,3 +222,40 @@ class AuditReport:
     results: list[BenchResult]
     packages: list[PackageOutcome]
     settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ProgramSample:
+    """One reading of the running program."""
+
+    time_s: float
+    ops: int | None                # requests completed by --load, when there is one
+    c_bytes: int | None
+    c_allocs: int | None
+    c_peak_bytes: int | None
+    rss_bytes: int
+    fds: int
+    sockets: int
+    threads: int
+    goroutines: int | None
+    go_heap_bytes: int | None
+    go_stamp: float | None = None  # requests or seconds when the Go side was read (it lags)
+    incarnation: int = 0           # which start of the program (restarts after an OOM kill)
+    pid: int | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(kw_only=True)
+class ProgramResult(Findings):
+    argv: list[str]
+    per: str                       # what an "op" is: "request" (with --load) or "second"
+    samples: list[ProgramSample]
+    record: RunRecord | None = field(default=None, repr=False)   # the start the verdict comes from
+    missing: list[str] = field(default_factory=list)   # figures not measured, and why
+    ends: list[str] = field(default_factory=list)       # how each start of the program ended
+
+    @property
+    def name(self) -> str:
+        return " ".join(self.argv)

@@ -20,8 +20,8 @@ import pytest
 
 from cgo_audit.driver import CallDelta, Driver, DriverError, build_go_command
 from cgo_audit.errors import AuditError
-from cgo_audit.runner import ShimSession
-from cgo_audit.shimbuild import build_shim
+from cgo_audit.measure.runner import ShimSession
+from cgo_audit.shim.build import build_shim
 
 LIMIT_MARKER = "limit_c_leaks"
 FIXTURE_NAME = "cgo_audit"

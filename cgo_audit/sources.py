@@ -21,4 +21,4 @@ def csrc_dir() -> Path:
 
 
 def go_template(name: str) -> str:
-    return (PACKAGE_DIR / "go" / name).read_text()
+    return (PACKAGE_DIR / "toolchain" / "go" / name).read_text()

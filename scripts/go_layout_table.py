@@ -1,4 +1,4 @@
-"""Regenerates cgo_audit/go/layouts.json: the runtime struct offsets the
+"""Regenerates cgo_audit/toolchain/go/layouts.json: the runtime struct offsets the
 shim's stack walk needs, per Go release, for binaries that carry no DWARF
 (built with -ldflags='-s -w'). Each toolchain comes through the Go module
 proxy (GOTOOLCHAIN=goX.Y.Z), builds a small cgo program with DWARF, and the
@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cgo_audit.golayout import LAYOUT_TABLE, STRUCT_FIELDS, read_layout, release_of  # noqa: E402
+from cgo_audit.toolchain.layout import LAYOUT_TABLE, STRUCT_FIELDS, read_layout, release_of  # noqa: E402
 
 PROGRAM = """package main
 

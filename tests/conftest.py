@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cgo_audit.driver import build_go_command
-from cgo_audit.shimbuild import build_shim
+from cgo_audit.shim.build import build_shim
 
 from helpers import FIXTURES, REPO
 

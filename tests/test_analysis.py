@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cgo_audit import analysis
-from cgo_audit.analysis import C_BYTES, GO_HEAP, GOROUTINES, RSS, Growth, classify, decide
+from cgo_audit.verdicts import analysis
+from cgo_audit.verdicts.analysis import C_BYTES, GO_HEAP, GOROUTINES, RSS, Growth, classify, decide
 
 SIZES = [100, 1000, 2000, 4000, 8000]
 

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, example, find, given, settings
 from hypothesis import strategies as st
 
 from cgo_audit.driver import Driver
-from cgo_audit.runner import ShimSession
+from cgo_audit.measure.runner import ShimSession
 
 MIB = 1 << 20
 # Any text that survives JSON as UTF-8 (no lone surrogates), NUL included.

@@ -10,11 +10,12 @@ from typing import Any, Sequence
 
 import pytest
 
-from cgo_audit.benchaudit import BenchSettings, audit_benchmarks
-from cgo_audit.cli import exit_status
+from cgo_audit.audits.bench import BenchSettings, audit_benchmarks
+from cgo_audit.audits.run import RunSettings, audit_program
+from cgo_audit.commands.common import exit_status
+from cgo_audit.model import ProgramResult
 from cgo_audit.report import terminal
 from cgo_audit.report.html import CHARTED, render_bench_html, render_programs_html, write_html
-from cgo_audit.runaudit import ProgramResult, RunSettings, audit_program
 
 from browser import PageOutline, network_requests, requests_of_page, run_chromium
 from helpers import FIXTURES, SERVER_CWD, free_port

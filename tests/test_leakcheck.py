@@ -10,9 +10,9 @@ from typing import Iterator, Mapping
 
 import pytest
 
-from cgo_audit.gotool import go_executable
-from cgo_audit.probe import render_settle
-from cgo_audit.runner import ShimSession
+from cgo_audit.measure.runner import ShimSession
+from cgo_audit.toolchain.gotool import go_executable
+from cgo_audit.toolchain.probe import render_settle
 
 from helpers import FIXTURES, GO_HELPERS, REPO
 
@@ -75,4 +75,4 @@ def test_copied_sources_match_their_originals():
     assert (LEAKCHECK / "cgo_audit_region.h").read_text() == (REPO / "csrc" / "cgo_audit_region.h").read_text(), \
         "copy csrc/cgo_audit_region.h to goaudit/leakcheck/"
     assert (LEAKCHECK / "settle_gen.go").read_text() == render_settle("leakcheck", "leakCheck"), \
-        "regenerate goaudit/leakcheck/settle_gen.go (cgo_audit.probe.render_settle)"
+        "regenerate goaudit/leakcheck/settle_gen.go (cgo_audit.toolchain.probe.render_settle)"

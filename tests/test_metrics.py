@@ -10,8 +10,8 @@ import sys
 import psutil
 import pytest
 
-from cgo_audit.load import HttpLoad
-from cgo_audit.runner import ShimSession
+from cgo_audit.measure.load import HttpLoad
+from cgo_audit.measure.runner import ShimSession
 
 from fleet_helpers import poll, scrape, sequential_requests, server_pid, start_run, stop, value
 from helpers import REPO, SERVER_CWD, assert_one_line_error, free_port, run_cli

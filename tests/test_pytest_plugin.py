@@ -12,8 +12,8 @@ from typing import Callable
 
 import pytest
 
-from cgo_audit.gotool import go_executable
 from cgo_audit.pytest_plugin import format_size, parse_size
+from cgo_audit.toolchain.gotool import go_executable
 
 from helpers import FIXTURES, GO_HELPERS, write_module
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from cgo_audit.load import HttpLoad
-from cgo_audit.runner import ShimSession
+from cgo_audit.measure.load import HttpLoad
+from cgo_audit.measure.runner import ShimSession
 
 from helpers import SERVER_CWD, assert_one_line_error, audit_json, free_port, run_cli
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cgo_audit.shards import durations_from_report, split
+from cgo_audit.measure.shards import durations_from_report, split
 
 from helpers import FIXTURES, REPO, assert_one_line_error, audit_json, run_cli
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import subprocess
 
-from cgo_audit.cdefs import shim_ffi
-from cgo_audit.gotool import link_info
-from cgo_audit.probe import render_settle
-from cgo_audit.shimbuild import compile_shim
+from cgo_audit.shim.build import compile_shim
+from cgo_audit.shim.cdefs import shim_ffi
+from cgo_audit.toolchain.gotool import link_info
+from cgo_audit.toolchain.probe import render_settle
 
 from helpers import FIXTURES, GO_HELPERS, REPO
 

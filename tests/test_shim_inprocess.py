@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from cgo_audit.cdefs import shim_ffi
-from cgo_audit.region import read_cheap
+from cgo_audit.shim.cdefs import shim_ffi
+from cgo_audit.shim.region import read_cheap
 
 EINVAL, ENOMEM = 22, 12
 

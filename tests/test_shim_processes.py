@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from cgo_audit.runner import ShimSession, run_target
+from cgo_audit.measure.runner import ShimSession, run_target
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -9,8 +9,8 @@ import subprocess
 import pytest
 
 from cgo_audit.errors import AuditError
-from cgo_audit.golayout import LAYOUT_TABLE, STRUCT_FIELDS, read_layout, release_of
-from cgo_audit.pprofschema import profile_module
+from cgo_audit.report.pprofschema import profile_module
+from cgo_audit.toolchain.layout import LAYOUT_TABLE, STRUCT_FIELDS, read_layout, release_of
 
 from helpers import FIXTURES, audit_json, result_named, source_line, write_module
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from cgo_audit.gotool import go_executable
-from cgo_audit.shimbuild import cache_dir
+from cgo_audit.shim.build import cache_dir
+from cgo_audit.toolchain.gotool import go_executable
 
 from helpers import FIXTURES, audit_json, result_named, source_line
 

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cgo_audit import analysis
 from cgo_audit.driver import Driver
-from cgo_audit.runner import ShimSession
+from cgo_audit.measure.runner import ShimSession
+from cgo_audit.verdicts import analysis
 
 from helpers import FIXTURES, audit_json, result_named
 

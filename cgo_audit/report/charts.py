@@ -14,9 +14,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, MaxNLocator
 
-from cgo_audit import analysis
-from cgo_audit.model import BenchResult, comparable
-from cgo_audit.runaudit import ProgramResult, ProgramSample
+from cgo_audit.model import BenchResult, ProgramResult, ProgramSample, comparable
+from cgo_audit.verdicts import analysis
 
 
 @dataclass(frozen=True)
@@ -254,7 +253,7 @@ def program_chart(result: ProgramResult, charted: ChartedMetric) -> Chart | None
     lines = [([s.time_s for s in run], [float(getattr(s, key)) for s in run]) for run in runs if run]
     if not lines:
         return None
-    # runaudit takes the verdict (and result.record) from the start with the most samples.
+    # audits/run.py takes the verdict (and result.record) from the start with the most samples.
     chosen = max(range(len(starts)), key=lambda i: len(starts[i]))
     record = result.record
     killed = record is not None and record.memory_limit_hit and chosen == len(starts) - 1

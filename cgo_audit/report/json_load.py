@@ -11,11 +11,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from cgo_audit import analysis
 from cgo_audit.errors import AuditError
 from cgo_audit.model import AuditReport, BenchResult, PackageOutcome, RunPoint
 from cgo_audit.report.json_report import SCHEMA_VERSION
-from cgo_audit.sites import ShownFrame, Site, SiteKey
+from cgo_audit.verdicts import analysis
+from cgo_audit.verdicts.sites import ShownFrame, Site, SiteKey
 
 FRAME = re.compile(r"^(?P<function>\S+) (?P<file>\S+):(?P<line>\d+)(?P<inlined> \(inlined\))?$")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from cgo_audit import __version__
-from cgo_audit.analysis import C_ALLOCS, C_BYTES, FDS, GO_HEAP, GOROUTINES, RSS
-from cgo_audit.model import AuditReport, BenchResult, Findings
+from cgo_audit.model import AuditReport, BenchResult, Findings, ProgramResult
+from cgo_audit.verdicts.analysis import C_ALLOCS, C_BYTES, FDS, GO_HEAP, GOROUTINES, RSS
 
 SCHEMA_VERSION = 1
 
@@ -42,7 +42,7 @@ def result_dict(result: BenchResult) -> dict[str, Any]:
             "duration_s": round(result.duration_s, 4), "samples": [point.as_sample() for point in result.points]}
 
 
-def program_dict(result: Any, exit_status: int) -> dict[str, Any]:
+def program_dict(result: ProgramResult, exit_status: int) -> dict[str, Any]:
     """The JSON report of `cgo-audit run`; an op is result.per (a request or a second)."""
     record = result.record
     return {
@@ -54,7 +54,7 @@ def program_dict(result: Any, exit_status: int) -> dict[str, Any]:
     }
 
 
-def write_program_json(result: Any, exit_status: int, path: Path) -> None:
+def write_program_json(result: ProgramResult, exit_status: int, path: Path) -> None:
     Path(path).write_text(json.dumps(program_dict(result, exit_status), indent=2) + "\n")
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from cgo_audit.model import AuditReport, BenchResult, RunPoint
-from cgo_audit.pprofschema import profile_module
-from cgo_audit.sites import ShownFrame, readable, unsample
-from cgo_audit.symbolize import Symbolizer
+from cgo_audit.report.pprofschema import profile_module
+from cgo_audit.verdicts.sites import ShownFrame, readable, unsample
+from cgo_audit.verdicts.symbolize import Symbolizer
 
 
 class _Builder:

@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from cgo_audit import analysis
-from cgo_audit.analysis import C_ALLOCS, C_BYTES, FDS, GO_HEAP, GOROUTINES, RSS, Growth
-from cgo_audit.model import AuditReport, BenchResult, Findings
+from cgo_audit.model import AuditReport, BenchResult, Findings, ProgramResult
+from cgo_audit.verdicts import analysis
+from cgo_audit.verdicts.analysis import C_ALLOCS, C_BYTES, FDS, GO_HEAP, GOROUTINES, RSS, Growth
 
 VERDICT_STYLE = {analysis.CLEAN: "green", "error": "bold red", "skipped": "dim"}
 WIDTH = 80
@@ -152,7 +152,7 @@ def print_wrapped(console: Console, line: str) -> None:
     console.print(escape("\n".join(wrapped)))
 
 
-def render_program(result: "Findings", exit_status: int, console: Console | None = None,
+def render_program(result: ProgramResult, exit_status: int, console: Console | None = None,
                    command: str = "run") -> None:
     """The report of `cgo-audit run`: one line of figures per op (a request
     with --load, else a second), the evidence, and what was not measured."""

@@ -10,13 +10,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from cgo_audit.benchaudit import AuditProgress, measure_all
+from cgo_audit.audits.bench import AuditProgress, measure_all
 from cgo_audit.errors import AuditError
-from cgo_audit.gotool import GoPackage, link_info, list_packages, list_tests
+from cgo_audit.measure.runner import ShimSession
+from cgo_audit.measure.targets import BENCHMARK, TEST, BenchSettings, BenchTarget, prepare_package
 from cgo_audit.model import AuditReport
-from cgo_audit.runner import ShimSession
-from cgo_audit.shimbuild import build_shim
-from cgo_audit.targets import BENCHMARK, TEST, BenchSettings, BenchTarget, prepare_package
+from cgo_audit.shim.build import build_shim
+from cgo_audit.toolchain.gotool import GoPackage, link_info, list_packages, list_tests
 
 TEST_SIZES = (1, 2, 4, 8)
 

@@ -14,11 +14,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cgo_audit.audits.run import RunSettings, audit_program
 from cgo_audit.driver import build_go_command
 from cgo_audit.errors import AuditError
-from cgo_audit.gotool import go_executable
-from cgo_audit.runaudit import ProgramResult, RunSettings, audit_program
+from cgo_audit.model import ProgramResult
 from cgo_audit.sources import PACKAGE_DIR
+from cgo_audit.toolchain.gotool import go_executable
 
 # Long keys make each request leak 8 KB instead of 26 bytes, so the memory
 # limit is reached in seconds rather than the hours it takes in production.

@@ -14,8 +14,8 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from cgo_audit.gotool import GoPackage, go_executable
-from cgo_audit.shimbuild import cache_dir
+from cgo_audit.shim.build import cache_dir
+from cgo_audit.toolchain.gotool import GoPackage, go_executable
 
 
 @functools.lru_cache(maxsize=None)

@@ -10,23 +10,23 @@ import os
 import shutil
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from cgo_audit import analysis
 from cgo_audit.errors import AuditError
-from cgo_audit.goendpoint import EndpointPoller
-from cgo_audit.golayout import LayoutUnavailable, read_layout
-from cgo_audit.gotool import link_info
-from cgo_audit.load import HttpLoad
-from cgo_audit.model import Findings
-from cgo_audit.region import CHeap
-from cgo_audit.runner import RunRecord, ShimSession, run_target
-from cgo_audit.sampler import ProcessSample
-from cgo_audit.shimbuild import build_shim
-from cgo_audit.sites import RunStacks, sites_over_window, stack_deltas
-from cgo_audit.symbolize import Symbolizer
+from cgo_audit.measure.load import HttpLoad
+from cgo_audit.measure.runner import RunRecord, ShimSession, run_target
+from cgo_audit.measure.sampler import ProcessSample
+from cgo_audit.model import ProgramResult, ProgramSample
+from cgo_audit.shim.build import build_shim
+from cgo_audit.shim.region import CHeap
+from cgo_audit.toolchain.endpoint import EndpointPoller
+from cgo_audit.toolchain.gotool import link_info
+from cgo_audit.toolchain.layout import LayoutUnavailable, read_layout
+from cgo_audit.verdicts import analysis
+from cgo_audit.verdicts.sites import RunStacks, sites_over_window, stack_deltas
+from cgo_audit.verdicts.symbolize import Symbolizer
 
 # Checkpoints along the run, as fractions of it: doubling, like bench's sizes,
 # so a plateau and a steady slope look the same to the classifier.
@@ -51,44 +51,7 @@ class RunSettings:
     warmup_s: float = 0.0                    # samples before this are not part of the trend
 
 
-@dataclass
-class ProgramSample:
-    """One reading of the running program."""
-
-    time_s: float
-    ops: int | None                # requests completed by --load, when there is one
-    c_bytes: int | None
-    c_allocs: int | None
-    c_peak_bytes: int | None
-    rss_bytes: int
-    fds: int
-    sockets: int
-    threads: int
-    goroutines: int | None
-    go_heap_bytes: int | None
-    go_stamp: float | None = None  # requests or seconds when the Go side was read (it lags)
-    incarnation: int = 0           # which start of the program (restarts after an OOM kill)
-    pid: int | None = None
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
-
-
 GO_SIDE = ("goroutines", "go_heap_bytes")
-
-
-@dataclass(kw_only=True)
-class ProgramResult(Findings):
-    argv: list[str]
-    per: str                       # what an "op" is: "request" (with --load) or "second"
-    samples: list[ProgramSample]
-    record: RunRecord | None = field(default=None, repr=False)   # the start the verdict comes from
-    missing: list[str] = field(default_factory=list)   # figures not measured, and why
-    ends: list[str] = field(default_factory=list)       # how each start of the program ended
-
-    @property
-    def name(self) -> str:
-        return " ".join(self.argv)
 
 
 def resolve_program(argv0: str, cwd: Path) -> Path | None:

@@ -17,8 +17,8 @@ from pathlib import Path
 from types import ModuleType
 
 from cgo_audit.errors import AuditError
-from cgo_audit.gotool import go_executable
-from cgo_audit.shimbuild import cache_dir
+from cgo_audit.shim.build import cache_dir
+from cgo_audit.toolchain.gotool import go_executable
 
 PPROF_MODULE = "github.com/google/pprof"
 PPROF_VERSION = "v0.0.0-20261105003125-4bf881d7fb0b"

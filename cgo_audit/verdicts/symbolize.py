@@ -21,7 +21,7 @@ from typing import Iterable, Sequence
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from cgo_audit.sampler import ExecutableMapping
+from cgo_audit.measure.sampler import ExecutableMapping
 
 
 # Generous: a large binary's first lookup reads all of its DWARF.

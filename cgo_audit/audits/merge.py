@@ -1,4 +1,4 @@
-"""`cgo-audit merge`: the JSON reports of `bench --shard I/N` (one per CI
+"""`cgo-audit merge`'s joining: the JSON reports of `bench --shard I/N` (one per CI
 machine) joined into one report, one verdict and one exit status, with the
 same rules as bench: 1 for a new leak, else 2 when anything could not be
 audited, else 0. A shard whose report is missing, or shards that split the
@@ -7,28 +7,13 @@ audited), never silently a smaller clean report."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from rich.console import Console
-
-from cgo_audit import analysis
 from cgo_audit.errors import AuditError
 from cgo_audit.model import AuditReport, BenchResult
-from cgo_audit.report.json_load import load_report
+from cgo_audit.verdicts import analysis
 
 SHARD_KEYS = ("shard", "shard_packages", "packages_in_all_shards", "shard_balanced_by")
-
-
-def prepare_parser(parser: argparse.ArgumentParser) -> None:
-    parser.description = ("Join the JSON reports of `cgo-audit bench --shard I/N --json` (one per CI machine) "
-                          "into one report and one exit status: 1 for a new leak, else 2 if anything could not "
-                          "be audited (including a missing shard), else 0.")
-    parser.add_argument("reports", nargs="+", type=Path, help="JSON reports of the shards")
-    parser.add_argument("--json", type=Path, help="write the merged JSON report here")
-    parser.add_argument("--junit", type=Path, help="write a JUnit XML report here (a test case per benchmark)")
-    parser.add_argument("--html", type=Path, help="write a self-contained HTML report here")
-    parser.add_argument("--quiet", action="store_true", help="only leaks, errors and the summary")
 
 
 def problem(name: str, text: str) -> BenchResult:
@@ -86,27 +71,3 @@ def merge_reports(reports: list[tuple[Path, AuditReport]]) -> AuditReport:
     settings = {key: value for key, value in reports[0][1].settings.items() if key not in SHARD_KEYS}
     settings["merged_from"] = [str(path) for path, _ in reports]
     return AuditReport(results=results + problems, packages=packages, settings=settings)
-
-
-def run(args: argparse.Namespace) -> int:
-    from cgo_audit.cli import exit_status
-    from cgo_audit.report.json_report import write_json
-    from cgo_audit.report.terminal import render
-
-    console = Console(highlight=False, soft_wrap=True)
-    report = merge_reports([(path, load_report(path)[0]) for path in args.reports])
-    if not report.results:
-        raise AuditError("nothing was audited in any of the reports")
-    status = exit_status(report.results)
-    render(report, status, console, quiet=args.quiet)
-    if args.json:
-        write_json(report, status, args.json)
-    if args.junit:
-        from cgo_audit.report.junit import write_junit
-
-        write_junit(report, args.junit)
-    if args.html:
-        from cgo_audit.report.html import render_bench_html, write_html
-
-        write_html(render_bench_html(report, status), args.html)
-    return status

@@ -21,9 +21,10 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from cgo_audit import analysis
+from cgo_audit.audits.run import analyse_series
 from cgo_audit.errors import AuditError
-from cgo_audit.runaudit import ProgramSample, analyse_series
+from cgo_audit.model import ProgramSample
+from cgo_audit.verdicts import analysis
 
 # The latest sample's figures: (metric name, sample field, help).
 GAUGES = (

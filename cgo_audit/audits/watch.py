@@ -14,12 +14,13 @@ from typing import Callable, Sequence
 import psutil
 from rich.table import Table
 
+from cgo_audit.audits.run import analyse_series
 from cgo_audit.errors import AuditError
-from cgo_audit.goendpoint import EndpointPoller
-from cgo_audit.region import Region, latest_region_of
-from cgo_audit.runaudit import ProgramResult, ProgramSample, analyse_series
-from cgo_audit.runner import REGION_DIR_ENV
-from cgo_audit.sampler import sample_process
+from cgo_audit.measure.runner import REGION_DIR_ENV
+from cgo_audit.measure.sampler import sample_process
+from cgo_audit.model import ProgramResult, ProgramSample
+from cgo_audit.shim.region import Region, latest_region_of
+from cgo_audit.toolchain.endpoint import EndpointPoller
 
 SHIM_NAME = "libcgoaudit"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from string import Template
 from typing import Iterable
 
-from cgo_audit.gotool import GoPackage
 from cgo_audit.sources import go_template
+from cgo_audit.toolchain.gotool import GoPackage
 
 WRAPPER_PREFIX = "Benchmark_cgoaudit_"
 TEST_WRAPPER_PREFIX = "Test_cgoaudit_"

@@ -13,17 +13,17 @@ from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Protocol, Sequence
 
-from cgo_audit import analysis
 from cgo_audit.errors import AuditError
-from cgo_audit.gotool import go_executable, list_packages
+from cgo_audit.measure.runner import ShimSession, failure_line, run_target
+from cgo_audit.measure.shards import split
+from cgo_audit.measure.targets import BENCHMARK, BenchSettings, BenchTarget, find_modules, prepare_package
 from cgo_audit.model import (AuditReport, BenchResult, PackageOutcome, RunPoint, comparable, point_from_run,
                              skipped_names)
-from cgo_audit.runner import ShimSession, failure_line, run_target
-from cgo_audit.shards import split
-from cgo_audit.shimbuild import build_shim
-from cgo_audit.sites import RunStacks, measure_sites
-from cgo_audit.symbolize import Symbolizer
-from cgo_audit.targets import BENCHMARK, BenchSettings, BenchTarget, find_modules, prepare_package
+from cgo_audit.shim.build import build_shim
+from cgo_audit.toolchain.gotool import go_executable, list_packages
+from cgo_audit.verdicts import analysis
+from cgo_audit.verdicts.sites import RunStacks, measure_sites
+from cgo_audit.verdicts.symbolize import Symbolizer
 
 
 class AuditProgress(Protocol):

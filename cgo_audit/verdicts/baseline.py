@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from cgo_audit.analysis import C_BYTES, CGO_LEAK, CLEAN, GO_HEAP, GO_HEAP_LEAK, RSS, RSS_UNEXPLAINED
 from cgo_audit.errors import AuditError
 from cgo_audit.model import Findings
+from cgo_audit.verdicts.analysis import C_BYTES, CGO_LEAK, CLEAN, GO_HEAP, GO_HEAP_LEAK, RSS, RSS_UNEXPLAINED
 
 FORMAT_VERSION = 1
 # A fitted slope can differ from the accepted figure by float rounding.

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from cgo_audit.cdefs import shim_ffi
+from cgo_audit.shim.cdefs import shim_ffi
 
 REGION_NAME = re.compile(r"^cgo-audit\.(\d+)\.(\d+)\.region$")
 MAGIC = 0x544944554130474F

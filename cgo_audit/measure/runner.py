@@ -22,8 +22,8 @@ from typing import Callable, Iterator, Mapping, Sequence
 import psutil
 
 from cgo_audit.errors import AuditError
-from cgo_audit.region import CHeap, Region, RegionInfo, StackMode, StackRecord, latest_region_of, region_files
-from cgo_audit.sampler import ExecutableMapping, ProcessSample, read_maps, sample_process
+from cgo_audit.measure.sampler import ExecutableMapping, ProcessSample, read_maps, sample_process
+from cgo_audit.shim.region import CHeap, Region, RegionInfo, StackMode, StackRecord, latest_region_of, region_files
 
 PROBE_FDS_ENV = "CGO_AUDIT_PROBE_FDS"
 # The line of a Go program's output that says how it failed.

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Iterable, Mapping, Sequence
 
-from cgo_audit import analysis
 from cgo_audit.errors import AuditError
-from cgo_audit.gotool import go_executable
-from cgo_audit.region import StackRecord
-from cgo_audit.sampler import ExecutableMapping
-from cgo_audit.symbolize import Frame, Symbolizer
+from cgo_audit.measure.sampler import ExecutableMapping
+from cgo_audit.shim.region import StackRecord
+from cgo_audit.toolchain.gotool import go_executable
+from cgo_audit.verdicts import analysis
+from cgo_audit.verdicts.symbolize import Frame, Symbolizer
 
 # Frames that only carry a cgo call across the boundary.
 _GO_TRAMPOLINE = re.compile(

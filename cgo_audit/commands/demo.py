@@ -1,0 +1,41 @@
+"""`cgo-audit demo`: the field guide's leak, end to end, as an HTML report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.markup import escape
+
+from cgo_audit.commands.common import EXIT_CLEAN, byte_size, make_console
+
+HELP = "the field guide's leak, end to end, as an HTML report"
+DESCRIPTION = ("Run the bundled leaky get_value service under a memory limit until it "
+               "is killed and restarted again and again, then the fixed one under the same load, "
+               "and write both side by side in one HTML report.")
+
+
+def prepare_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--html", type=Path, default=Path("cgo-audit-demo.html"), help="where to write the report")
+    parser.add_argument("--seconds", type=float, default=20.0, help="how long each service runs (default 20)")
+    parser.add_argument("--memory-limit", type=byte_size, default=128 << 20,
+                        help="the leaky service is killed past this RSS (default 128MiB)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cgo_audit.audits.demo import FIX, demo_intro, run_demo, terminal_lines
+    from cgo_audit.report.html import render_programs_html, write_html
+
+    console = make_console()
+    console.print(f"running the leaky service for {args.seconds:g}s, then the fixed one ...")
+    demo = run_demo(args.seconds, args.memory_limit)
+    fix_text = "\n".join(f"leaks: {site.label()}" for site in demo.leaky.sites[:2]) + "\n\nthe fix:\n" + FIX
+    page = render_programs_html(
+        [demo.leaky, demo.fixed], "The field guide's leak, end to end", demo_intro(demo, args.memory_limit),
+        sections=[("What go tool pprof -top says about the leaky service's heap", demo.pprof_top or "(no answer)"),
+                  ("The line that leaks, and the fix", fix_text)])
+    write_html(page, args.html)
+    for line in terminal_lines(demo):
+        console.print(escape(line))
+    console.print(f"report: {args.html}")
+    return EXIT_CLEAN

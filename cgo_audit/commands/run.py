@@ -1,0 +1,68 @@
+"""`cgo-audit run`: run any program under the shim and watch it for leaks."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cgo_audit.commands.common import (add_metrics_option, add_output_options, add_sampling_options, byte_size,
+                                      end_on_sigterm, make_console, report_program)
+from cgo_audit.errors import AuditError
+from cgo_audit.model import ProgramSample
+
+HELP = "run any program under the shim and watch it for leaks"
+DESCRIPTION = ("Start CMD under the shim (a server while a load generator hits it), "
+               "sample its C heap, RSS, fds and threads, and its goroutines and Go heap through "
+               "net/http/pprof, then give verdicts from the trends.")
+
+
+def prepare_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS")
+    add_sampling_options(parser, duration=30.0,
+                         duration_help="seconds to watch before stopping it with SIGINT (0: until it exits)")
+    parser.add_argument("--warmup", type=float, default=0.0, help="seconds left out of the trends at the start")
+    parser.add_argument("--load", action="append", default=[], metavar="URL",
+                        help="keep GET requests going against URL (repeatable); figures become per request")
+    parser.add_argument("--concurrency", type=int, default=2, help="--load connections (default 2)")
+    parser.add_argument("--memory-limit", type=byte_size, help="kill it when RSS passes this, like the OOM killer")
+    parser.add_argument("--restarts", type=int, default=0,
+                        help="start it again up to this many times when it dies (the OOM-kill sawtooth)")
+    parser.add_argument("--stacks", choices=("all", "sampled", "off"), default="sampled",
+                        help="allocation stacks for leak sites (default sampled)")
+    parser.add_argument("--cwd", type=Path, default=Path("."), help="directory to start CMD in")
+    add_output_options(parser, quiet_help="no live progress")
+    add_metrics_option(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cgo_audit.audits.metrics import LiveFigures, serve_metrics
+    from cgo_audit.audits.run import RunSettings, audit_program
+
+    end_on_sigterm()
+    console = make_console()
+    command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not command:
+        raise AuditError("run needs a command: cgo-audit run [options] -- CMD ARGS")
+    settings = RunSettings(argv=command, cwd=args.cwd, duration_s=args.duration or None,
+                           interval_s=args.interval, pprof_url=args.pprof_url, load_urls=args.load,
+                           load_concurrency=args.concurrency, memory_limit_bytes=args.memory_limit,
+                           restarts=args.restarts,
+                           stacks=args.stacks, warmup_s=args.warmup)
+    live = console.is_terminal and not args.quiet
+
+    figures = LiveFigures(command, "request" if args.load else "second", args.memory_limit, args.warmup)
+
+    def progress(s: ProgramSample) -> None:
+        figures.add(s)
+        if live:
+            c = f"C {s.c_bytes} B" if s.c_bytes is not None else "C -"
+            console.print(f"[dim]  {s.time_s:5.0f}s  {c}  RSS {s.rss_bytes >> 10} KiB  fds {s.fds}  "
+                          f"threads {s.threads}[/]".ljust(79), end="\r")
+
+    with serve_metrics(args.metrics_addr, figures) as url:
+        if url:
+            console.print(f"metrics: {url}")
+        result = audit_program(settings, progress)
+    if live:
+        console.print(" " * 79, end="\r")
+    return report_program(result, "run", args, console)
