@@ -121,3 +121,7 @@ def test_four_shards_merged_equal_the_unsharded_audit(tmp_path: Path):
                           "given twice")
     assert_one_line_error(run_cli("merge", str(tmp_path / "shard1.json"), str(tmp_path / "report.json")),
                           "not a shard's report")
+    other = dict(reports[1], settings={**reports[1]["settings"], "sizes": [100, 200, 400]})
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert_one_line_error(run_cli("merge", str(tmp_path / "shard1.json"), str(tmp_path / "other.json")),
+                          "other settings", "(sizes)")

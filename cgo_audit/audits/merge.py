@@ -14,6 +14,9 @@ from cgo_audit.model import AuditReport, BenchResult
 from cgo_audit.verdicts import analysis
 
 SHARD_KEYS = ("shard", "shard_packages", "packages_in_all_shards", "shard_balanced_by")
+# What must be the same in every shard for their verdicts to be one audit's
+# (the checkout's path and -j may differ from machine to machine).
+SAME_IN_EVERY_SHARD = ("patterns", "bench", "sizes", "run_seconds", "tags", "probe", "stacks")
 
 
 def problem(name: str, text: str) -> BenchResult:
@@ -55,7 +58,17 @@ def shard_problems(reports: list[tuple[Path, AuditReport]]) -> list[BenchResult]
     return found
 
 
+def check_settings(reports: list[tuple[Path, AuditReport]]) -> None:
+    first_path, first = reports[0]
+    for path, report in reports[1:]:
+        differ = [key for key in SAME_IN_EVERY_SHARD if report.settings.get(key) != first.settings.get(key)]
+        if differ:
+            raise AuditError(f"{path} was audited with other settings than {first_path} ({', '.join(differ)}): "
+                             "merge shards of one audit")
+
+
 def merge_reports(reports: list[tuple[Path, AuditReport]]) -> AuditReport:
+    check_settings(reports)
     problems = shard_problems(reports)
     results: list[BenchResult] = []
     seen: dict[tuple[str, str], Path] = {}
