@@ -18,12 +18,19 @@ from helpers import REPO, SERVER_CWD, free_port
 Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def scrape(url: str) -> Series:
-    """Every sample of the endpoint, keyed by (name, sorted labels); {} if it does not answer."""
+def scrape_text(url: str) -> str:
+    """The endpoint's exposition text ('' if it does not answer)."""
     try:
         with urllib.request.urlopen(url, timeout=5) as answer:
-            text = answer.read().decode()
+            return answer.read().decode()
     except OSError:
+        return ""
+
+
+def scrape(url: str) -> Series:
+    """Every sample of the endpoint, keyed by (name, sorted labels); {} if it does not answer."""
+    text = scrape_text(url)
+    if not text:
         return {}
     series: Series = {}
     for family in text_string_to_metric_families(text):

@@ -4,6 +4,7 @@ fixture server runs under the shim."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ import pytest
 from cgo_audit.measure.load import HttpLoad
 from cgo_audit.measure.runner import ShimSession
 
-from fleet_helpers import poll, scrape, sequential_requests, server_pid, start_run, stop, value
+from fleet_helpers import poll, scrape, scrape_text, sequential_requests, server_pid, start_run, stop, value
 from helpers import REPO, SERVER_CWD, assert_one_line_error, free_port, run_cli
 
 def test_run_serves_the_slopes_and_verdict_of_a_leak_under_load(leakyserver):
@@ -39,6 +40,13 @@ def test_run_serves_the_slopes_and_verdict_of_a_leak_under_load(leakyserver):
         later = poll(lambda: (s := scrape(url)) and (value(s, "cgo_audit_load_requests_total", **me) or 0) > requests
                      and s)
         assert value(later, "cgo_audit_c_heap_live_bytes", **me) > value(series, "cgo_audit_c_heap_live_bytes", **me)
+        # Prometheus' own linter accepts the names (units, _total), one family per name.
+        text = scrape_text(url)
+        helps = [line.split()[2] for line in text.splitlines() if line.startswith("# HELP")]
+        assert len(helps) == len(set(helps)) and "cgo_audit_verdict" in helps
+        if shutil.which("promtool"):
+            lint = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+            assert lint.returncode == 0 and not lint.stdout.strip(), lint.stdout + lint.stderr
     finally:
         out = stop(proc)
     assert "Traceback" not in out, out

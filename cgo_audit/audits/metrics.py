@@ -117,6 +117,31 @@ def cgroup_memory_limit(pid: int) -> int | None:
     return None
 
 
+class Families:
+    """Metric families of one process: every sample carries its pid and program."""
+
+    def __init__(self, pid: int | None, program: str) -> None:
+        self.names = ["pid", "program"]
+        self.values = [str(pid), program]
+
+    def gauge(self, name: str, doc: str, value: float, extra: dict[str, str] | None = None) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(name, doc, labels=self.names + list(extra or {}))
+        family.add_metric(self.values + list((extra or {}).values()), value)
+        return family
+
+    def counter(self, name: str, doc: str, value: float) -> CounterMetricFamily:
+        family = CounterMetricFamily(name, doc, labels=self.names)
+        family.add_metric(self.values, value)
+        return family
+
+    def gauges(self, name: str, doc: str, label: str, values: dict[str, float]) -> GaugeMetricFamily:
+        """One family, a sample per value of label (a state set: one 1, the rest 0)."""
+        family = GaugeMetricFamily(name, doc, labels=[*self.names, label])
+        for key, value in values.items():
+            family.add_metric([*self.values, key], value)
+        return family
+
+
 class ProgramCollector(Collector):
     """Reads LiveFigures when Prometheus scrapes."""
 
@@ -128,57 +153,41 @@ class ProgramCollector(Collector):
         if not samples:
             return
         last = samples[-1]
-        pid = last.pid
-        labels = {"pid": str(pid), "program": self.figures.program}
-        names, values = list(labels), list(labels.values())
-
-        def gauge(name: str, doc: str, value: float, extra: dict[str, str] | None = None) -> GaugeMetricFamily:
-            family = GaugeMetricFamily(name, doc, labels=names + list(extra or {}))
-            family.add_metric(values + list((extra or {}).values()), value)
-            return family
-
+        out = Families(last.pid, self.figures.program)
         for name, key, doc in GAUGES:
             value = getattr(last, key)
             if value is not None:
-                yield gauge(name, doc, value)
-        yield gauge("cgo_audit_shim_active", "1 when the shim counts this process's C heap",
-                    0 if last.c_bytes is None else 1)
+                yield out.gauge(name, doc, value)
+        yield out.gauge("cgo_audit_shim_active", "1 when the shim counts this process's C heap",
+                        0 if last.c_bytes is None else 1)
         if last.ops is not None:
-            requests = CounterMetricFamily("cgo_audit_load_requests", "Requests --load completed",
-                                           labels=names)
-            requests.add_metric(values, last.ops)
-            yield requests
-        total = CounterMetricFamily("cgo_audit_samples", "Samples taken of the program", labels=names)
-        total.add_metric(values, self.figures.count())
-        yield total
-        if pid is not None:
-            limit = fd_limit(pid)
+            yield out.counter("cgo_audit_load_requests", "Requests --load completed", last.ops)
+        yield out.counter("cgo_audit_samples", "Samples taken of the program", self.figures.count())
+        if last.pid is not None:
+            limit = fd_limit(last.pid)
             if limit is not None:
-                yield gauge("cgo_audit_fd_limit", "Soft limit on open file descriptors (RLIMIT_NOFILE)", limit)
-            memory = self.figures.memory_limit_bytes or cgroup_memory_limit(pid)
+                yield out.gauge("cgo_audit_fd_limit", "Soft limit on open file descriptors (RLIMIT_NOFILE)", limit)
+            memory = self.figures.memory_limit_bytes or cgroup_memory_limit(last.pid)
             if memory is not None:
-                yield gauge("cgo_audit_memory_limit_bytes",
-                            "Memory limit: --memory-limit, else the cgroup's memory.max", memory)
-        yield from self._trends(samples, gauge)
+                yield out.gauge("cgo_audit_memory_limit_bytes",
+                                "Memory limit: --memory-limit, else the cgroup's memory.max", memory)
+        yield from self._trends(samples, out)
 
-    def _trends(self, samples: list[ProgramSample], gauge) -> Iterator[Metric]:  # type: ignore[no-untyped-def]
+    def _trends(self, samples: list[ProgramSample], out: Families) -> Iterator[Metric]:
         per = {"per": self.figures.per}
-        if len(samples) < MIN_SAMPLES:
-            state = INSUFFICIENT
-            found: tuple[str, ...] = ()
-        else:
+        found: tuple[str, ...] = ()
+        state = INSUFFICIENT
+        if len(samples) >= MIN_SAMPLES:
             growth, verdicts = analyse_series(samples, self.figures.per)
             for name, key, doc in SLOPES:
                 if key in growth:
-                    yield gauge(name, f"{doc} (an op is a {self.figures.per})", growth[key].per_op, per)
+                    yield out.gauge(name, f"{doc} (an op is a {self.figures.per})", growth[key].per_op, per)
             found = tuple(v for v in verdicts.all if v != analysis.CLEAN)
             state = verdicts.main
             if state == analysis.CLEAN and verdicts.undecided:
                 state = UNDECIDED
-        for verdict in VERDICT_STATES:
-            on = verdict in found or verdict == state
-            yield gauge("cgo_audit_verdict", "1 for each verdict the trends give so far, else 0",
-                        1 if on else 0, {"verdict": verdict})
+        yield out.gauges("cgo_audit_verdict", "1 for each verdict the trends give so far, else 0", "verdict",
+                         {v: 1 if v in found or v == state else 0 for v in VERDICT_STATES})
 
 
 ADDRESS = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:]*)):(?P<port>\d{1,5})$")
