@@ -57,7 +57,8 @@ def poll(what: Callable[[], object], seconds: float = 90.0, interval: float = 0.
     raise AssertionError(f"not reached within {seconds:.0f}s: {what}")
 
 
-def start_run(leakyserver, mode: str, *extra: str, seconds: int = 120, interval: float = 0.25) -> tuple[subprocess.Popen, str, int]:
+def start_run(leakyserver, mode: str, *extra: str, seconds: int = 120, interval: float = 0.25
+              ) -> tuple[subprocess.Popen, str, int]:
     """`cgo-audit run --metrics-addr` of the fixture server, in the background."""
     port, metrics_port = free_port(), free_port()
     proc = subprocess.Popen(

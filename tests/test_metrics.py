@@ -17,6 +17,7 @@ from cgo_audit.measure.runner import ShimSession
 from fleet_helpers import poll, scrape, scrape_text, sequential_requests, server_pid, start_run, stop, value
 from helpers import REPO, SERVER_CWD, assert_one_line_error, free_port, run_cli
 
+
 def test_run_serves_the_slopes_and_verdict_of_a_leak_under_load(leakyserver):
     proc, url, port = start_run(leakyserver, "leaky", "--load", "http://127.0.0.1:{port}/value?key=timeout",
                                 "--pprof", "http://127.0.0.1:{port}")
@@ -52,6 +53,16 @@ def test_run_serves_the_slopes_and_verdict_of_a_leak_under_load(leakyserver):
     assert "Traceback" not in out, out
 
 
+def settled_scrape(url: str, me: dict[str, str]) -> dict | None:
+    """A scrape whose C heap a newer sample confirms (no request in flight), or None."""
+    before, after = scrape(url), scrape(url)
+    if not before or not after:
+        return None
+    newer = value(before, "cgo_audit_samples_total", **me) < value(after, "cgo_audit_samples_total", **me)
+    same = value(before, "cgo_audit_c_heap_live_bytes", **me) == value(after, "cgo_audit_c_heap_live_bytes", **me)
+    return after if newer and same else None
+
+
 def test_run_c_heap_gauges_are_exact_per_request(leakyserver):
     # No --load: the test is the load, so it knows exactly how many requests
     # were served, and the gauges must move by exactly 26 bytes and 2 blocks each.
@@ -63,10 +74,7 @@ def test_run_c_heap_gauges_are_exact_per_request(leakyserver):
         assert ready.wait_ready(60)
         sequential_requests(port, 1)  # anything a first request sets up once
         first = poll(lambda: (s := scrape(url)) and value(s, "cgo_audit_c_heap_live_bytes", **me) is not None and s)
-        settled = poll(lambda: (s := scrape(url)) and (s2 := scrape(url)) and
-                       value(s, "cgo_audit_samples_total", **me) < value(s2, "cgo_audit_samples_total", **me)
-                       and value(s, "cgo_audit_c_heap_live_bytes", **me) == value(s2, "cgo_audit_c_heap_live_bytes", **me)
-                       and s2)
+        settled = poll(lambda: settled_scrape(url, me))
         assert first
         bytes0 = value(settled, "cgo_audit_c_heap_live_bytes", **me)
         blocks0 = value(settled, "cgo_audit_c_heap_live_blocks", **me)
@@ -98,10 +106,7 @@ def test_watch_serves_the_c_heap_of_a_process_started_under_the_shim(shim_path, 
                                       "--interval", "0.25", "--metrics-addr", f"127.0.0.1:{metrics_port}"],
                                      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             me = {"pid": str(server.pid), "program": "leakyserver"}
-            settled = poll(lambda: (s := scrape(url)) and (s2 := scrape(url)) and
-                           value(s, "cgo_audit_samples_total", **me) < value(s2, "cgo_audit_samples_total", **me)
-                           and value(s, "cgo_audit_c_heap_live_bytes", **me) ==
-                           value(s2, "cgo_audit_c_heap_live_bytes", **me) and s2)
+            settled = poll(lambda: settled_scrape(url, me))
             bytes0 = value(settled, "cgo_audit_c_heap_live_bytes", **me)
             sequential_requests(port, 300)
             poll(lambda: (s := scrape(url)) and value(s, "cgo_audit_c_heap_live_bytes", **me) == bytes0 + 26 * 300, 60)

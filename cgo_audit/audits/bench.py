@@ -8,17 +8,24 @@ import os
 import resource
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Protocol, Sequence
 
 from cgo_audit.errors import AuditError
 from cgo_audit.measure.runner import ShimSession, failure_line, run_target
 from cgo_audit.measure.shards import split
 from cgo_audit.measure.targets import BENCHMARK, BenchSettings, BenchTarget, find_modules, prepare_package
-from cgo_audit.model import (AuditReport, BenchResult, PackageOutcome, RunPoint, comparable, point_from_run,
-                             skipped_names)
+from cgo_audit.model import (
+    AuditReport,
+    BenchResult,
+    PackageOutcome,
+    RunPoint,
+    comparable,
+    point_from_run,
+    skipped_names,
+)
 from cgo_audit.shim.build import build_shim
 from cgo_audit.toolchain.gotool import go_executable, list_packages
 from cgo_audit.verdicts import analysis

@@ -47,12 +47,11 @@ def prepare_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cgo_audit.audits.bench import audit_benchmarks
+    from cgo_audit.measure.shards import durations_from_report, parse_shard
     from cgo_audit.measure.targets import BenchSettings
     from cgo_audit.report.json_report import write_json
     from cgo_audit.report.terminal import render
     from cgo_audit.verdicts.baseline import apply_policy, load_baseline
-
-    from cgo_audit.measure.shards import durations_from_report, parse_shard
 
     console = make_console()
     accepted = load_baseline(args.baseline) if args.baseline else []

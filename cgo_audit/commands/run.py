@@ -5,8 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cgo_audit.commands.common import (add_metrics_option, add_output_options, add_sampling_options, byte_size,
-                                      end_on_sigterm, make_console, report_program)
+from cgo_audit.commands.common import (
+    add_metrics_option,
+    add_output_options,
+    add_sampling_options,
+    byte_size,
+    end_on_sigterm,
+    make_console,
+    report_program,
+)
 from cgo_audit.errors import AuditError
 from cgo_audit.model import ProgramSample
 

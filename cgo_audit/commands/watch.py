@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Sequence
 
-from cgo_audit.commands.common import (add_metrics_option, add_output_options, add_sampling_options, end_on_sigterm,
-                                      make_console, report_program)
+from cgo_audit.commands.common import (
+    add_metrics_option,
+    add_output_options,
+    add_sampling_options,
+    end_on_sigterm,
+    make_console,
+    report_program,
+)
 
 if TYPE_CHECKING:
     from rich.live import Live
