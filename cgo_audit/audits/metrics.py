@@ -61,8 +61,9 @@ class LiveFigures:
     thread (which adds) and the metrics server (which reads at scrape time)."""
 
     def __init__(self, argv: Sequence[str], per: str, memory_limit_bytes: int | None = None,
-                 warmup_s: float = 0.0) -> None:
+                 warmup_s: float = 0.0, pid: int | None = None) -> None:
         self.program = Path(argv[0]).name if argv else "?"
+        self.pid = pid            # for samples that do not say (a process attached to)
         self.per = per
         self.memory_limit_bytes = memory_limit_bytes
         self.warmup_s = warmup_s
@@ -153,7 +154,8 @@ class ProgramCollector(Collector):
         if not samples:
             return
         last = samples[-1]
-        out = Families(last.pid, self.figures.program)
+        pid = last.pid if last.pid is not None else self.figures.pid
+        out = Families(pid, self.figures.program)
         for name, key, doc in GAUGES:
             value = getattr(last, key)
             if value is not None:
@@ -163,11 +165,11 @@ class ProgramCollector(Collector):
         if last.ops is not None:
             yield out.counter("cgo_audit_load_requests", "Requests --load completed", last.ops)
         yield out.counter("cgo_audit_samples", "Samples taken of the program", self.figures.count())
-        if last.pid is not None:
-            limit = fd_limit(last.pid)
+        if pid is not None:
+            limit = fd_limit(pid)
             if limit is not None:
                 yield out.gauge("cgo_audit_fd_limit", "Soft limit on open file descriptors (RLIMIT_NOFILE)", limit)
-            memory = self.figures.memory_limit_bytes or cgroup_memory_limit(last.pid)
+            memory = self.figures.memory_limit_bytes or cgroup_memory_limit(pid)
             if memory is not None:
                 yield out.gauge("cgo_audit_memory_limit_bytes",
                                 "Memory limit: --memory-limit, else the cgroup's memory.max", memory)

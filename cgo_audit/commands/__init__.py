@@ -11,17 +11,19 @@ from __future__ import annotations
 import argparse
 from types import ModuleType
 
-from cgo_audit.commands import baseline, bench, build_shim, demo, exec_binary, merge, run, watch
+from cgo_audit.commands import attach, baseline, bench, build_shim, demo, exec_binary, init, merge, run, watch
 
 # In the order `cgo-audit --help` lists them.
 COMMANDS: dict[str, ModuleType] = {
     "bench": bench,
     "run": run,
     "watch": watch,
+    "attach": attach,
     "merge": merge,
     "baseline": baseline,
     "exec": exec_binary,
     "demo": demo,
+    "init": init,
     "build-shim": build_shim,
 }
 
