@@ -85,7 +85,7 @@ class RunPoint:
             "rss_bytes": self.rss_bytes, "c_peak_bytes": self.c_peak_bytes,
             "go_mapped_bytes": self.go_mapped_bytes, "cgo_calls": self.cgo_calls,
             "finalizers_run": self.finalizers_run, "elapsed_s": round(self.elapsed_s, 4),
-            "ns_per_op": self.ns_per_op, "status": self.status, "fds_peak": self.fds_peak,
+            "ns_per_op": self.ns_per_op, "status": self.status, "ok": self.ok, "fds_peak": self.fds_peak,
         }
 
 
@@ -229,6 +229,11 @@ class BenchResult(Findings):
     name: str
     points: list[RunPoint]
 
+    @property
+    def duration_s(self) -> float:
+        """Seconds its runs took (what a later --shard split weighs)."""
+        return sum(point.elapsed_s for point in self.points)
+
 
 @dataclass
 class PackageOutcome:
@@ -237,6 +242,7 @@ class PackageOutcome:
     import_path: str
     status: str                     # "audited", "no-benchmarks", "no-cgo", "build-failed", ...
     detail: str = ""
+    duration_s: float = 0.0         # building it and running its benchmarks, one after another
 
 
 @dataclass
@@ -265,6 +271,7 @@ class ProgramSample:
     incarnation: int = 0           # which start of the program (restarts after an OOM kill)
     vms_bytes: int | None = None   # virtual size (RLIMIT_AS limits it)
     c_untracked: int | None = None # allocations the shim's full side table could not count
+    pid: int | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)

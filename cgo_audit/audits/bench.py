@@ -7,17 +7,26 @@ from __future__ import annotations
 import os
 import resource
 import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Protocol, Sequence
 
 from cgo_audit.errors import AuditError
 from cgo_audit.measure.limits import FDS as FDS_LIMITED, own_limits
 from cgo_audit.measure.runner import ShimSession, failure_line, run_target
+from cgo_audit.measure.shards import split
 from cgo_audit.measure.targets import BENCHMARK, BenchSettings, BenchTarget, find_modules, prepare_package
-from cgo_audit.model import (AuditReport, BenchResult, PackageOutcome, RunPoint, comparable, point_from_run,
-                             skipped_names)
+from cgo_audit.model import (
+    AuditReport,
+    BenchResult,
+    PackageOutcome,
+    RunPoint,
+    comparable,
+    point_from_run,
+    skipped_names,
+)
 from cgo_audit.shim.build import build_shim
 from cgo_audit.toolchain.probe import TEST_WRAPPER_PREFIX, WRAPPER_PREFIX
 from cgo_audit.toolchain.gotool import go_executable, list_packages
@@ -368,18 +377,38 @@ def audit_benchmarks(settings: BenchSettings, progress: AuditProgress | None = N
     modules = packages_to_audit(settings)
     if not any(packages for _, packages in modules):
         raise AuditError(f"no Go packages match {' '.join(settings.patterns)} in {settings.directory}")
+    shard_info: dict[str, object] = {}
+    if settings.shard is not None:
+        modules, shard_info = shard_of(modules, settings)
     outcomes: list[PackageOutcome] = []
     targets: list[BenchTarget] = []
     with tempfile.TemporaryDirectory(prefix="cgo-audit-build-") as work:
         for _, packages in modules:
             for package in packages:
                 progress.building(package.import_path)
+                started = time.monotonic()
                 found, outcome = prepare_package(package, settings, Path(work))
+                outcome.duration_s = time.monotonic() - started
                 outcomes.append(outcome)
                 targets.extend(found)
         progress.planned(len(targets))
         results = measure_all(targets, settings, progress)
-    if not results:
+    for outcome in outcomes:
+        outcome.duration_s += sum(r.duration_s for r in results if r.package == outcome.import_path)
+    if not results and settings.shard is None:
         reasons = "; ".join(f"{o.import_path}: {o.status} ({o.detail})" for o in outcomes)
         raise AuditError(f"nothing to audit: {reasons}")
-    return AuditReport(results=results, packages=outcomes, settings=settings.as_dict())
+    # A shard with nothing to run is not an error: the other shards have the packages.
+    return AuditReport(results=results, packages=outcomes, settings={**settings.as_dict(), **shard_info})
+
+
+def shard_of(modules: list[tuple[Path, list]], settings: BenchSettings) -> tuple[list[tuple[Path, list]], dict]:
+    """This shard's packages, and what the merge needs to check that the
+    shards cover every package once: the shard and how many packages in all."""
+    assert settings.shard is not None
+    names = sorted({package.import_path for _, packages in modules for package in packages})
+    mine = set(split(names, settings.shard.count, settings.shard_durations)[settings.shard.index - 1])
+    chosen = [(root, [p for p in packages if p.import_path in mine]) for root, packages in modules]
+    info = {"shard": str(settings.shard), "shard_packages": sorted(mine), "packages_in_all_shards": len(names),
+            "shard_balanced_by": "durations" if settings.shard_durations else "count"}
+    return [(root, packages) for root, packages in chosen if packages], info

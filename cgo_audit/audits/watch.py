@@ -136,7 +136,7 @@ def watch_process(settings: WatchSettings, on_update: Update = lambda _s, _m: No
                 fds=process.num_fds, sockets=process.num_sockets, threads=process.num_threads,
                 goroutines=go.goroutines if go else None, go_heap_bytes=go.heap_live_bytes if go else None,
                 go_stamp=go.stamp if go else None, vms_bytes=process.vms_bytes,
-                c_untracked=cheap.untracked_allocs if cheap else None)
+                c_untracked=cheap.untracked_allocs if cheap else None, pid=settings.pid)
             samples.append(sample)
             if timeline is not None and stacks is not None:
                 timeline.add(sample, stacks)

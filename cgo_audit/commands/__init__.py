@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from types import ModuleType
 
-from cgo_audit.commands import attach, baseline, bench, build_shim, demo, exec_binary, init, run, watch
+from cgo_audit.commands import attach, baseline, bench, build_shim, demo, exec_binary, init, merge, run, watch
 
 # In the order `cgo-audit --help` lists them.
 COMMANDS: dict[str, ModuleType] = {
@@ -19,6 +19,7 @@ COMMANDS: dict[str, ModuleType] = {
     "run": run,
     "watch": watch,
     "attach": attach,
+    "merge": merge,
     "baseline": baseline,
     "exec": exec_binary,
     "demo": demo,

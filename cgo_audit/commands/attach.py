@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import argparse
 
-from cgo_audit.commands.common import add_output_options, add_sampling_options, make_console, report_program
+from cgo_audit.commands.common import (
+    add_metrics_option,
+    add_output_options,
+    add_sampling_options,
+    make_console,
+    report_program,
+)
 
 HELP = "attach to a running process and audit it, without a restart"
 DESCRIPTION = ("Load the shim into a running, dynamically linked process (ptrace), count its C heap exactly "
@@ -26,10 +32,13 @@ def prepare_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stacks", choices=("all", "sampled", "off"), default="sampled",
                         help="allocation stacks for leak sites (default sampled)")
     add_output_options(parser, quiet_help="no live progress")
+    add_metrics_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from cgo_audit.audits.attach import AttachSettings, audit_attached
+    from cgo_audit.audits.metrics import LiveFigures, serve_metrics
+    from cgo_audit.commands.watch import process_name
 
     console = make_console()
     settings = AttachSettings(pid=args.pid, duration_s=args.duration or None, detach_after_s=args.detach_after,
@@ -37,14 +46,20 @@ def run(args: argparse.Namespace) -> int:
                               load_concurrency=args.concurrency, stacks=args.stacks, warmup_s=args.warmup,
                               max_samples=args.max_samples)
     live = console.is_terminal and not args.quiet
+    figures = LiveFigures([process_name(args.pid)], "request" if args.load else "second", warmup_s=args.warmup,
+                          pid=args.pid)
 
     def progress(sample: object) -> None:
+        figures.add(sample)  # type: ignore[arg-type]
         if live:
             s = sample  # ProgramSample
             console.print(f"[dim]  {s.time_s:5.0f}s  C {s.c_bytes} B  RSS {s.rss_bytes >> 10} KiB  "  # type: ignore[attr-defined]
                           f"fds {s.fds}  threads {s.threads}[/]".ljust(79), end="\r")  # type: ignore[attr-defined]
 
-    result = audit_attached(settings, progress)
+    with serve_metrics(args.metrics_addr, figures) as url:
+        if url:
+            console.print(f"metrics: {url}")
+        result = audit_attached(settings, progress)
     if live:
         console.print(" " * 79, end="\r")
     return report_program(result, "attach", args, console)

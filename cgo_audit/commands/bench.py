@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 from cgo_audit.commands.common import add_output_options, add_policy_options, exit_status, make_console, size_list
+from cgo_audit.errors import AuditError
 
 HELP = "audit a package's benchmarks for leaks"
 DESCRIPTION = ("Build each package's test binary, run every benchmark at several "
@@ -40,10 +41,15 @@ def prepare_parser(parser: argparse.ArgumentParser) -> None:
                         help="benchmarks run side by side (default: the number of CPUs)")
     parser.add_argument("--no-tests", action="store_true",
                         help="do not fall back to tests in packages without benchmarks")
+    parser.add_argument("--shard", metavar="I/N",
+                        help="audit only the I-th of N shares of the packages (CI machines; see cgo-audit merge)")
+    parser.add_argument("--shard-durations", type=Path, metavar="REPORT",
+                        help="a JSON report of an earlier run: balance the shards by its per-package durations")
 
 
 def run(args: argparse.Namespace) -> int:
     from cgo_audit.audits.bench import audit_benchmarks
+    from cgo_audit.measure.shards import durations_from_report, parse_shard
     from cgo_audit.measure.targets import BenchSettings
     from cgo_audit.report.json_report import write_json
     from cgo_audit.report.terminal import render
@@ -51,7 +57,11 @@ def run(args: argparse.Namespace) -> int:
 
     console = make_console()
     accepted = load_baseline(args.baseline) if args.baseline else []
+    if args.shard_durations and not args.shard:
+        raise AuditError("--shard-durations balances shards: give --shard I/N too")
     settings = BenchSettings(
+        shard=parse_shard(args.shard) if args.shard else None,
+        shard_durations=durations_from_report(args.shard_durations) if args.shard_durations else {},
         patterns=args.patterns or ["./..."], nested_modules=not args.patterns, jobs=max(1, args.jobs),
         tests_when_no_benchmarks=not args.no_tests,
         directory=args.dir.resolve(), bench_regex=args.bench, sizes=args.sizes,

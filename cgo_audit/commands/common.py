@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
 from pathlib import Path
 from typing import Sequence
 
@@ -96,6 +97,20 @@ def add_policy_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", type=Path, help="JSON file of accepted known leaks")
     parser.add_argument("--max-leak-bytes-per-op", type=float, metavar="BYTES",
                         help="tolerate byte leaks (C heap, Go heap, RSS) up to this per op (default: none)")
+
+
+def add_metrics_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metrics-addr", metavar="HOST:PORT",
+                        help="serve the figures, slopes and verdict for Prometheus at http://HOST:PORT/metrics")
+
+
+def end_on_sigterm() -> None:
+    """A container being stopped (SIGTERM) ends the audit like Ctrl-C, so the
+    target is stopped too, never left running without its auditor."""
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def report_program(result: ProgramResult, command: str, args: argparse.Namespace, console: Console) -> int:

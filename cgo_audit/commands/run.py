@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cgo_audit.commands.common import add_output_options, add_sampling_options, byte_size, make_console, report_program
+from cgo_audit.commands.common import (
+    add_metrics_option,
+    add_output_options,
+    add_sampling_options,
+    byte_size,
+    end_on_sigterm,
+    make_console,
+    report_program,
+)
 from cgo_audit.errors import AuditError
 from cgo_audit.model import ProgramSample
 
@@ -31,11 +39,14 @@ def prepare_parser(parser: argparse.ArgumentParser) -> None:
                         "(cheaper, estimated), or off")
     parser.add_argument("--cwd", type=Path, default=Path("."), help="directory to start CMD in")
     add_output_options(parser, quiet_help="no live progress")
+    add_metrics_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from cgo_audit.audits.metrics import LiveFigures, serve_metrics
     from cgo_audit.audits.run import RunSettings, audit_program
 
+    end_on_sigterm()
     console = make_console()
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not command:
@@ -47,13 +58,19 @@ def run(args: argparse.Namespace) -> int:
                            stacks=args.stacks, warmup_s=args.warmup, max_samples=args.max_samples)
     live = console.is_terminal and not args.quiet
 
+    figures = LiveFigures(command, "request" if args.load else "second", args.memory_limit, args.warmup)
+
     def progress(s: ProgramSample) -> None:
+        figures.add(s)
         if live:
             c = f"C {s.c_bytes} B" if s.c_bytes is not None else "C -"
             console.print(f"[dim]  {s.time_s:5.0f}s  {c}  RSS {s.rss_bytes >> 10} KiB  fds {s.fds}  "
                           f"threads {s.threads}[/]".ljust(79), end="\r")
 
-    result = audit_program(settings, progress)
+    with serve_metrics(args.metrics_addr, figures) as url:
+        if url:
+            console.print(f"metrics: {url}")
+        result = audit_program(settings, progress)
     if live:
         console.print(" " * 79, end="\r")
     return report_program(result, "run", args, console)

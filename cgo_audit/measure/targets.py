@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from cgo_audit.errors import AuditError
+from cgo_audit.measure.shards import Shard
 from cgo_audit.model import BENCH_LINE, SKIP_LINE, PackageOutcome
 from cgo_audit.shim.build import build_static_shim, static_link_flags
 from cgo_audit.toolchain.gotool import (GoBuildError, GoPackage, build_test_binary, cgo_compiler, has_cgo,
@@ -52,12 +53,15 @@ class BenchSettings:
     @property
     def platform(self) -> Platform:
         return for_goarch(self.goarch)
+    shard: Shard | None = None              # audit only this shard's share of the packages
+    shard_durations: dict[str, float] = field(default_factory=dict)   # seconds per package, to balance shards
 
     def as_dict(self) -> dict[str, object]:
         return {"patterns": list(self.patterns), "directory": str(self.directory),
                 "bench": self.bench_regex, "sizes": list(self.sizes) if self.sizes else None,
                 "run_seconds": self.run_seconds, "tags": list(self.tags), "probe": self.probe,
-                "stacks": self.stacks, "jobs": self.jobs, "goarch": self.platform.goarch}
+                "stacks": self.stacks, "jobs": self.jobs, "goarch": self.platform.goarch,
+                **({"shard": str(self.shard)} if self.shard else {})}
 
     def build_env(self) -> dict[str, str]:
         """C and C++ compiled with frame pointers, so the stack walk can name

@@ -43,7 +43,7 @@ def findings_dict(result: Findings) -> dict[str, Any]:
 
 def result_dict(result: BenchResult) -> dict[str, Any]:
     return {"package": result.package, "name": result.name, **findings_dict(result),
-            "samples": [point.as_sample() for point in result.points]}
+            "duration_s": round(result.duration_s, 4), "samples": [point.as_sample() for point in result.points]}
 
 
 def program_dict(result: ProgramResult, exit_status: int) -> dict[str, Any]:
@@ -70,8 +70,8 @@ def report_dict(report: AuditReport, exit_status: int) -> dict[str, Any]:
         "schema": SCHEMA_VERSION,
         "exit_status": exit_status,
         "settings": report.settings,
-        "packages": [{"package": o.import_path, "status": o.status, "detail": o.detail}
-                     for o in report.packages],
+        "packages": [{"package": o.import_path, "status": o.status, "detail": o.detail,
+                      "duration_s": round(o.duration_s, 4)} for o in report.packages],
         "results": [result_dict(result) for result in report.results],
     }
 

@@ -1,0 +1,97 @@
+"""Helpers of the fleet tests (metrics, Prometheus, shards): a `cgo-audit
+run --metrics-addr` in the background, its endpoint scraped and polled."""
+
+from __future__ import annotations
+
+import http.client
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Callable
+
+import psutil
+from prometheus_client.parser import text_string_to_metric_families
+
+from helpers import REPO, SERVER_CWD, free_port
+
+Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape_text(url: str) -> str:
+    """The endpoint's exposition text ('' if it does not answer)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.read().decode()
+    except OSError:
+        return ""
+
+
+def scrape(url: str) -> Series:
+    """Every sample of the endpoint, keyed by (name, sorted labels); {} if it does not answer."""
+    text = scrape_text(url)
+    if not text:
+        return {}
+    series: Series = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            series[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return series
+
+
+def value(series: Series, name: str, **labels: str) -> float | None:
+    """The one sample of name whose labels include labels (None if absent)."""
+    found = [v for (n, ls), v in series.items() if n == name and set(labels.items()) <= set(ls)]
+    assert len(found) <= 1, (name, labels, found)
+    return found[0] if found else None
+
+
+def poll(what: Callable[[], object], seconds: float = 90.0, interval: float = 0.2) -> object:
+    """what() once it is truthy, within a generous bound."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        result = what()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"not reached within {seconds:.0f}s: {what}")
+
+
+def start_run(leakyserver, mode: str, *extra: str, seconds: int = 120, interval: float = 0.25
+              ) -> tuple[subprocess.Popen, str, int]:
+    """`cgo-audit run --metrics-addr` of the fixture server, in the background."""
+    port, metrics_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cgo_audit", "run", "--quiet", "--duration", str(seconds), "--interval", str(interval),
+         "--metrics-addr", f"127.0.0.1:{metrics_port}", "--cwd", str(SERVER_CWD), *[e.format(port=port) for e in extra],
+         "--", str(leakyserver), "-addr", f"127.0.0.1:{port}", "-mode", mode],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return proc, f"http://127.0.0.1:{metrics_port}/metrics", port
+
+
+def server_pid(proc: subprocess.Popen) -> int:
+    def child() -> int | None:
+        kids = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.name() == "leakyserver"]
+        return kids[0].pid if kids else None
+    return poll(child, 60)  # type: ignore[return-value]
+
+
+def stop(proc: subprocess.Popen) -> str:
+    proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out
+
+
+def sequential_requests(port: int, count: int) -> None:
+    """count requests one after another on one connection, each answered before the next."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    for _ in range(count):
+        conn.request("GET", "/value?key=timeout")
+        answer = conn.getresponse()
+        answer.read()
+        assert answer.status == 200
+    conn.close()
