@@ -398,7 +398,8 @@ def _conclude(settings: RunSettings, starts: list[tuple[RunRecord, dict[str, obj
         notes.append(f"the program was started {len(starts)} times ({'; '.join(ends)}); "
                      f"verdict from start {chosen + 1}, the longest")
     elif verdicts.main == analysis.INCONCLUSIVE:
-        figures = raw_changes([s for s in by_start[chosen] if s.time_s >= usable[0].time_s] if usable else by_start[chosen])
+        seen = by_start[chosen]
+        figures = raw_changes([s for s in seen if s.time_s >= usable[0].time_s] if usable else seen)
         if figures:
             notes.append(figures)
     elif record.memory_limit_hit or record.crashed or (record.returncode not in (0, None) and not record.stopped):
@@ -441,8 +442,8 @@ def attribute_sites(result: ProgramResult, timeline: StackTimeline[ProgramSample
             result.growth[key] = replace(refit[key], limit_name=old.limit_name, limit_value=old.limit_value,
                                          limit_reached_at=old.limit_reached_at, limit_reached_s=old.limit_reached_s)
     base = timeline.records(readings[picks[0]])
-    runs = [RunStacks(xs[i] - xs[picks[0]], stack_deltas(base, timeline.records(readings[i])), maps)  # type: ignore[arg-type]
-            for i in picks[1:]]
+    runs = [RunStacks(xs[i] - xs[picks[0]], stack_deltas(base, timeline.records(readings[i])),  # type: ignore[arg-type]
+                      maps) for i in picks[1:]]
     symbolizer = Symbolizer([])
     result.sites, result.runtime_c_bytes_per_op = measure_sites(runs, symbolizer, period)  # type: ignore[arg-type]
     result.sample_period_bytes = period

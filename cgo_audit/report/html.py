@@ -141,7 +141,8 @@ def _counts(results: Sequence[Findings]) -> str:
                            and r.skipped is None), "clean")]
     return '<div class="tiles">' + "".join(
         f'<div class="tile {kind if count else ""}"><span class="count">{count}</span>{label}</div>'
-        for label, count, kind in tiles if count or label not in ("under the threshold", "skipped", "incomplete")) + "</div>"
+        for label, count, kind in tiles
+        if count or label not in ("under the threshold", "skipped", "incomplete")) + "</div>"
 
 
 def _status_line(text: str, exit_status: int | None) -> str:
