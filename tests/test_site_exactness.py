@@ -92,4 +92,8 @@ def test_watch_names_sites_of_a_process_started_under_the_shim(tmp_path, shim_pa
         by_call = sorted(sites, key=lambda s: s["call"])
         assert by_call[0]["bytes_per_op"] / by_call[1]["bytes_per_op"] == pytest.approx(18 / 8, rel=0.02)
         total = sum(s["bytes_per_op"] for s in sites) + program["runtime_c_bytes_per_op"]
-        assert total == pytest.approx(program["c_leak_bytes_per_op"], rel=1e-3)
+        # Per second a small site can grow unsteadily and go unlisted: within
+        # 1% (past that the report says how much is at no listed site).
+        rest = program["c_leak_bytes_per_op"] - total
+        assert abs(rest) <= 0.01 * program["c_leak_bytes_per_op"] or any(
+            "is at no site above" in note for note in program["notes"]), (total, program["notes"])
