@@ -11,7 +11,12 @@ BASELINE ?= go_fixtures/cgo-audit-baseline.json
 AUDIT_FLAGS ?=
 PYTEST_FLAGS ?=
 
-.PHONY: all shim fixtures audit test bench demo clean
+# Tests run in parallel: most of them wait on Go builds, processes and servers
+# rather than burn CPU, so a few more workers than cores keeps both cores busy.
+TEST_WORKERS ?= 4
+FAST_MARKS := not slow and not network and not browser
+
+.PHONY: all shim fixtures audit test test-fast test-stress bench demo clean
 
 all: shim fixtures
 
@@ -37,7 +42,19 @@ else
 endif
 
 test: $(VENV)/.installed
-	$(PY) -m pytest $(PYTEST_FLAGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_FLAGS)
+
+# The unit tests and the core integration tests (no slow, network or browser mark).
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -n $(TEST_WORKERS) -m '$(FAST_MARKS)' $(PYTEST_FLAGS)
+
+# The integration tests with both cores busy (stress-ng --cpu 2): no test may
+# depend on throughput or wall-clock luck.
+test-stress: $(VENV)/.installed
+	@command -v stress-ng >/dev/null || { echo "test-stress needs stress-ng (apt-get install -y stress-ng)"; exit 2; }
+	stress-ng --cpu 2 --quiet & stress=$$!; \
+	$(PY) -m pytest -n $(TEST_WORKERS) tests/integration $(PYTEST_FLAGS); status=$$?; \
+	kill $$stress; wait $$stress; exit $$status
 
 bench: $(VENV)/.installed
 	$(PY) bench/overhead.py

@@ -21,6 +21,7 @@ from cgo_audit.measure.sampler import sample_process
 from cgo_audit.model import ProgramResult, ProgramSample
 from cgo_audit.shim.region import Region, latest_region_of
 from cgo_audit.toolchain.endpoint import EndpointPoller
+from cgo_audit.units import format_bytes
 
 SHIM_NAME = "libcgoaudit"
 
@@ -115,10 +116,7 @@ def describe(value: int | None, unit: str) -> str:
     if value is None:
         return "-"
     if unit == "B":
-        for suffix, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-            if abs(value) >= size:
-                return f"{value / size:.1f} {suffix}"
-        return f"{value} B"
+        return format_bytes(value)
     return str(value)
 
 

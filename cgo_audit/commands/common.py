@@ -5,12 +5,12 @@ run or watch."""
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 from typing import Sequence
 
 from rich.console import Console
 
+from cgo_audit import units
 from cgo_audit.model import ProgramResult
 
 EXIT_CLEAN, EXIT_LEAK, EXIT_ERROR = 0, 1, 2
@@ -44,16 +44,12 @@ def size_list(text: str) -> list[int]:
     return sizes
 
 
-SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 1000 ** 2,
-              "mib": 1 << 20, "g": 1 << 30, "gb": 1000 ** 3, "gib": 1 << 30}
-
-
 def byte_size(text: str) -> int:
-    """'256MiB', '1G', '500000' -> bytes."""
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
-    if match is None or match.group(2).lower() not in SIZE_UNITS:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 256MiB)")
-    return int(float(match.group(1)) * SIZE_UNITS[match.group(2).lower()])
+    """'256MiB', '1G', '500000' -> bytes, binary units (cgo_audit.units)."""
+    try:
+        return units.parse_size(text)
+    except units.SizeError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 256MiB)") from None
 
 
 def add_output_options(parser: argparse.ArgumentParser, *, quiet_help: str, junit: bool = False) -> None:

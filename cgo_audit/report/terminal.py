@@ -12,17 +12,11 @@ from rich.text import Text
 
 from cgo_audit.model import AuditReport, BenchResult, Findings, ProgramResult
 from cgo_audit.verdicts import analysis
+from cgo_audit.units import format_bytes
 from cgo_audit.verdicts.analysis import C_ALLOCS, C_BYTES, FDS, GO_HEAP, GOROUTINES, RSS, Growth
 
 VERDICT_STYLE = {analysis.CLEAN: "green", "error": "bold red", "skipped": "dim"}
 WIDTH = 80
-
-
-def human_bytes(value: float) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if abs(value) >= size:
-            return f"{value / size:.1f} {unit}"
-    return f"{value:.0f} B"
 
 
 def per_op_text(value: float, decimals: int = 2) -> str:
@@ -90,22 +84,22 @@ def evidence(result: Findings) -> list[str]:
         lines.append(f"goroutines grow {per_op_text(result.per_op(GOROUTINES.key))}/op: goroutines "
                      "block forever instead of ending (see /debug/pprof/goroutine?debug=1).")
     if analysis.GO_HEAP_LEAK in verdicts:
-        lines.append(f"the Go heap grows {human_bytes(result.per_op(GO_HEAP.key))}/op after a forced GC: "
+        lines.append(f"the Go heap grows {format_bytes(result.per_op(GO_HEAP.key))}/op after a forced GC: "
                      "something keeps references (go tool pprof -inuse_space shows where).")
     if analysis.RSS_UNEXPLAINED in verdicts:
-        lines.append(f"RSS grows {human_bytes(result.per_op(RSS.key))}/op while the C heap, Go heap, "
+        lines.append(f"RSS grows {format_bytes(result.per_op(RSS.key))}/op while the C heap, Go heap, "
                      "goroutines and fds stay flat: likely allocator fragmentation, mmap'd memory "
                      "or thread stacks.")
     c_peak = growth.get(analysis.C_PEAK.key)
     c_live = growth.get(C_BYTES.key)
     if (c_peak is not None and c_peak.leaking and c_live is not None and not c_live.leaking):
-        lines.append(f"the C heap's peak grows {human_bytes(c_peak.per_op)}/op while nothing stays live: "
+        lines.append(f"the C heap's peak grows {format_bytes(c_peak.per_op)}/op while nothing stays live: "
                      "memory freed late (by finalizers after a GC, or at the end), not leaked.")
     for key, metric_growth in growth.items():
         if metric_growth.shape == analysis.PLATEAU and key not in (RSS.key, analysis.C_PEAK.key,
                                                                    analysis.GO_MAPPED.key):
             label = next(m.label for m in analysis.METRICS if m.key == key)
-            lines.append(f"{label} grew to a plateau ({human_bytes(metric_growth.total) if key.endswith('bytes') else f'{metric_growth.total:.0f}'} "
+            lines.append(f"{label} grew to a plateau ({format_bytes(metric_growth.total) if key.endswith('bytes') else f'{metric_growth.total:.0f}'} "
                          "in all), then stayed flat: bounded, not a leak.")
     if result.skipped is not None:
         said = f' ("{result.skipped}")' if result.skipped else ""
@@ -116,7 +110,7 @@ def evidence(result: Findings) -> list[str]:
         last = points[-1] if points else None
         if last is not None and last.record is not None and last.record.final_c_heap is not None:
             cheap = last.record.final_c_heap
-            lines.append(f"counters gathered before it ended: C heap {human_bytes(cheap.user_live_bytes)} "
+            lines.append(f"counters gathered before it ended: C heap {format_bytes(cheap.user_live_bytes)} "
                          f"live in {cheap.user_live_allocs} allocs.")
     lines.extend(result.notes)
     return lines

@@ -160,6 +160,7 @@ def test_text_from_the_command_line_is_escaped(programs):
     assert title in outline.text and "<img src=//example.invalid/x.png>" in outline.text
 
 
+@pytest.mark.browser
 def test_chromium_renders_every_result_with_its_charts_and_verdict(bench_page, programs, programs_page):
     report, _, bench_path, _ = bench_page
     for path, results in ((bench_path, report.results), (programs_page[0], programs)):
@@ -168,6 +169,7 @@ def test_chromium_renders_every_result_with_its_charts_and_verdict(bench_page, p
         assert_every_result_charted(PageOutline(proc.stdout), results)
 
 
+@pytest.mark.browser
 def test_chromium_loads_the_pages_without_a_single_network_request(bench_page, programs_page, tmp_path):
     # The check can see a request: a page that makes two shows both.
     control = tmp_path / "control.html"
@@ -181,6 +183,7 @@ def test_chromium_loads_the_pages_without_a_single_network_request(bench_page, p
         assert network_requests(urls) == []
 
 
+@pytest.mark.browser
 def test_screenshots_are_full_pages_of_charts(bench_page, programs_page):
     for path in (bench_page[2], programs_page[0]):
         shot = path.with_suffix(".png")

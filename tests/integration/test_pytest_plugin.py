@@ -12,7 +12,6 @@ from typing import Callable
 
 import pytest
 
-from cgo_audit.pytest_plugin import format_size, parse_size
 from cgo_audit.toolchain.gotool import go_executable
 
 from helpers import FIXTURES, GO_HELPERS, write_module
@@ -44,26 +43,6 @@ def test_get_value_leaves_nothing(cgo_audit, file, key):
 
 LEAK_MESSAGE = re.compile(r"\w+\(.*\)(?:, called \d+ times,)? left .* of C heap in \d+ allocation\(s\); "
                           r"the limit is .*")
-
-
-@pytest.mark.parametrize("text, num_bytes", [
-    ("0 B", 0), ("64 B", 64), ("64B", 64), ("1 KiB", 1024), ("1 KB", 1024), ("1.5 kib", 1536),
-    ("1 MB", 1 << 20), ("2 MiB", 2 << 20), ("1 GB", 1 << 30), (7, 7)])
-def test_sizes_read_like_pytest_memray(text, num_bytes):
-    assert parse_size(text) == num_bytes
-
-
-@pytest.mark.parametrize("text", ["", "ten bytes", "64", "-1 B", "1 TB", -1, True])
-def test_what_is_not_a_size_is_refused(text):
-    with pytest.raises(ValueError, match="is not a size"):
-        parse_size(text)
-
-
-@pytest.mark.parametrize("num_bytes, text", [
-    (0, "0 B"), (26, "26 B"), (1023, "1023 B"), (1024, "1024 B (1.0 KiB)"), (1040, "1040 B (1.0 KiB)"),
-    (3 << 20, "3145728 B (3.0 MiB)"), (-2048, "-2048 B (-2.0 KiB)")])
-def test_sizes_are_shown_exactly(num_bytes, text):
-    assert format_size(num_bytes) == text
 
 
 @pytest.fixture(scope="session")

@@ -39,6 +39,7 @@ def test_the_report_shows_the_sawtooth_beside_the_flat_line(demo):
     assert "C.free(unsafe.Pointer(ckey))" in outline.text
 
 
+@pytest.mark.browser
 def test_a_person_sees_it_in_a_browser(demo):
     _, page = demo
     shot = page.with_suffix(".png")
