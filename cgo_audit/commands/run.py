@@ -23,6 +23,8 @@ def prepare_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--load", action="append", default=[], metavar="URL",
                         help="keep GET requests going against URL (repeatable); figures become per request")
     parser.add_argument("--concurrency", type=int, default=2, help="--load connections (default 2)")
+    parser.add_argument("--requests", type=int, metavar="N",
+                        help="stop once --load has had N answers (--duration is then only the upper bound)")
     parser.add_argument("--memory-limit", type=byte_size, help="kill it when RSS passes this, like the OOM killer")
     parser.add_argument("--restarts", type=int, default=0,
                         help="start it again up to this many times when it dies (the OOM-kill sawtooth)")
@@ -39,10 +41,12 @@ def run(args: argparse.Namespace) -> int:
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not command:
         raise AuditError("run needs a command: cgo-audit run [options] -- CMD ARGS")
+    if args.requests is not None and (not args.load or args.requests < 1):
+        raise AuditError("--requests N needs --load URL and N >= 1: it counts the load's answers")
     settings = RunSettings(argv=command, cwd=args.cwd, duration_s=args.duration or None,
                            interval_s=args.interval, pprof_url=args.pprof_url, load_urls=args.load,
                            load_concurrency=args.concurrency, memory_limit_bytes=args.memory_limit,
-                           restarts=args.restarts,
+                           restarts=args.restarts, stop_after_ops=args.requests,
                            stacks=args.stacks, warmup_s=args.warmup)
     live = console.is_terminal and not args.quiet
 

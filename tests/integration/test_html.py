@@ -64,12 +64,15 @@ def bench_page(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, int, Path
     return report, status, path, path.read_text(encoding="utf-8")
 
 
-def run_fixture_server(leakyserver: Path, mode: str, seconds: float = 4) -> ProgramResult:
+def run_fixture_server(leakyserver: Path, mode: str, requests: int = 2000) -> ProgramResult:
+    """The fixture server under load until `requests` answers (a state, not
+    seconds: 300 s is only the bound)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     return audit_program(RunSettings(
         argv=[str(leakyserver), "-addr", f"127.0.0.1:{port}", "-mode", mode], cwd=SERVER_CWD,
-        duration_s=seconds, interval_s=0.25, pprof_url=base, load_urls=[f"{base}/value?key=timeout"]))
+        duration_s=300, interval_s=0.25, pprof_url=base, load_urls=[f"{base}/value?key=timeout"],
+        stop_after_ops=requests))
 
 
 @pytest.fixture(scope="module")
