@@ -124,7 +124,7 @@ def audit_program(settings: RunSettings, progress: Progress = lambda _: None) ->
         except LayoutUnavailable:
             pass  # not a Go binary, or stripped: sites show C frames only
     if not settings.pprof_url:
-        missing.append("goroutines and Go heap: no --pprof URL (serve net/http/pprof and pass its address)")
+        missing.append("goroutines and Go heap: no --pprof-url (serve net/http/pprof and pass its address)")
     load = HttpLoad(settings.load_urls, settings.load_concurrency) if settings.load_urls else None
     per = "request" if load else "second"
     samples: list[ProgramSample] = []

@@ -68,7 +68,7 @@ def watch_process(settings: WatchSettings, on_update: Update = lambda _s, _m: No
     if region_path is None:
         missing.append(f"C heap: {why}")
     if not settings.pprof_url:
-        missing.append("goroutines and Go heap: no --pprof URL (serve net/http/pprof and pass its address)")
+        missing.append("goroutines and Go heap: no --pprof-url (serve net/http/pprof and pass its address)")
     region = Region(region_path) if region_path else None
     samples: list[ProgramSample] = []
     started = time.monotonic()

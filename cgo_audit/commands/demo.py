@@ -7,8 +7,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from cgo_audit.commands.common import EXIT_CLEAN, byte_size, make_console
-from cgo_audit.errors import AuditError
+from cgo_audit.commands.common import EXIT_CLEAN, byte_size, make_console, positive_count, positive_seconds
 
 HELP = "the field guide's leak, end to end, as an HTML report"
 DESCRIPTION = ("Run the bundled leaky get_value service under a memory limit until it "
@@ -18,10 +17,10 @@ DESCRIPTION = ("Run the bundled leaky get_value service under a memory limit unt
 
 def prepare_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--html", type=Path, default=Path("cgo-audit-demo.html"), help="where to write the report")
-    parser.add_argument("--kills", type=int, default=3,
+    parser.add_argument("--kills", type=positive_count, default=3,
                         help="run the leaky service until the memory limit has killed it this many times (default 3); "
                              "the fixed one then takes as many requests")
-    parser.add_argument("--max-seconds", type=float, default=300.0,
+    parser.add_argument("--max-seconds", type=positive_seconds, default=300.0,
                         help="give up on a service after this long (default 300)")
     parser.add_argument("--memory-limit", type=byte_size, default=128 << 20,
                         help="the leaky service is killed past this RSS (default 128MiB)")
@@ -32,8 +31,6 @@ def run(args: argparse.Namespace) -> int:
     from cgo_audit.report.html import render_programs_html, write_html
 
     console = make_console()
-    if args.kills < 1:
-        raise AuditError("--kills must be at least 1")
     console.print(f"running the leaky service until it has been killed {args.kills} time(s), "
                   "then the fixed one under as many requests ...")
     demo = run_demo(args.kills, args.memory_limit, args.max_seconds)

@@ -8,7 +8,7 @@ from cgo_audit.commands.common import add_output_options, add_sampling_options, 
 
 HELP = "watch a running process for leaks"
 DESCRIPTION = ("Sample a running process (RSS, fds, threads; its C heap if it was "
-               "started under the shim; goroutines and Go heap through --pprof) with a live view, "
+               "started under the shim; goroutines and Go heap through --pprof-url) with a live view, "
                "then give verdicts from the trends. Ctrl-C ends it.")
 
 
