@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import textwrap
 from typing import Iterable
 
@@ -19,8 +20,15 @@ VERDICT_STYLE = {analysis.CLEAN: "green", "error": "bold red", "skipped": "dim"}
 WIDTH = 80
 
 
-def per_op_text(value: float, decimals: int = 2) -> str:
+def per_op_text(value: float, decimals: int = 2, significant: bool = False) -> str:
+    """value at `decimals` places; with significant=True (a measured slope,
+    not noise), a value too small for those places keeps two significant
+    digits instead of reading as 0: 16 bytes every 1000 calls is 0.016, not 0.02."""
     text = f"{value:.{decimals}f}"
+    if significant and value != 0 and abs(value) < 10 ** -decimals * 10:
+        places = min(-math.floor(math.log10(abs(value))) + 1, 12)
+        if places > decimals:
+            return f"{value:.{places}f}".rstrip("0")
     return "0" if text.strip("-0.") == "" else text
 
 
@@ -30,7 +38,7 @@ def figure(result: Findings, key: str, decimals: int) -> str:
     growth = result.growth.get(key)
     if growth is None:
         return "-"
-    text = per_op_text(growth.per_op, decimals)
+    text = per_op_text(growth.per_op, decimals, significant=growth.shape == analysis.LINEAR)
     steady = growth.shape in (analysis.LINEAR, analysis.FLAT) or text == "0"
     return text if steady else "~" + text
 
@@ -71,8 +79,8 @@ def evidence(result: Findings) -> list[str]:
         c = growth.get(C_BYTES.key)
         allocs = result.per_op(C_ALLOCS.key)
         points = "checkpoints" if hasattr(result, "samples") else "runs"
-        line = (f"C heap grows {per_op_text(result.per_op(C_BYTES.key))} B/op in "
-                f"{per_op_text(allocs)} allocs/op ({_shape_words(c, points)})" if c else "C heap grows")
+        line = (f"C heap grows {per_op_text(result.per_op(C_BYTES.key), significant=True)} B/op in "
+                f"{per_op_text(allocs, significant=True)} allocs/op ({_shape_words(c, points)})" if c else "C heap grows")
         if go_flat:
             line += (f"; the Go heap stays flat ({per_op_text(go_heap.per_op, 0)} B/op): "
                      "go tool pprof cannot see this leak")
@@ -126,7 +134,7 @@ def site_lines(result: Findings) -> list[str]:
     estimate = "~" if result.sample_period_bytes else ""
     lines = ["leak sites (C heap left behind per op" + (", estimated from samples" if estimate else "") + "):"]
     for site in result.sites[:TOP_SITES]:
-        figures = f"  {estimate}{per_op_text(site.bytes_per_op):>8} B/op {per_op_text(site.allocs_per_op):>6} allocs/op"
+        figures = f"  {estimate}{per_op_text(site.bytes_per_op, significant=True):>8} B/op {per_op_text(site.allocs_per_op, significant=True):>6} allocs/op"
         label = site.label()
         if len(figures) + len(label) + 6 <= WIDTH:
             lines.append(f"{figures}  {label}")
