@@ -15,6 +15,9 @@ import pytest
 
 from helpers import FIXTURES, audit_json, result_named, run_cli, write_module
 
+# Each test builds and audits a throwaway module tree several times.
+pytestmark = pytest.mark.slow
+
 SIZES = ("--sizes", "100,200,400,800")
 
 SERVICE = """
@@ -223,6 +226,7 @@ package service
 static void *kept;
 */
 import "C"
+
 
 // Keep leaves 24 bytes of C heap behind on each call.
 func Keep() { C.malloc(24) }

@@ -9,6 +9,9 @@ import pytest
 from browser import PageOutline, run_chromium
 from helpers import run_cli
 
+# The demo runs a service until it has been killed three times.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):

@@ -13,6 +13,9 @@ from hypothesis import strategies as st
 from cgo_audit.driver import Driver
 from cgo_audit.measure.runner import ShimSession
 
+# Hypothesis drives a real Go driver through many examples.
+pytestmark = pytest.mark.slow
+
 MIB = 1 << 20
 # Any text that survives JSON as UTF-8 (no lone surrogates), NUL included.
 ARG_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=64 * 1024).filter(

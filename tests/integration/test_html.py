@@ -20,6 +20,9 @@ from cgo_audit.report.html import CHARTED, render_bench_html, render_programs_ht
 from browser import PageOutline, network_requests, requests_of_page, run_chromium
 from helpers import FIXTURES, SERVER_CWD, free_port
 
+# Audits three fixture packages and two live services for the pages.
+pytestmark = pytest.mark.slow
+
 METRICS = [charted.metric.key for charted in CHARTED]
 def assert_every_result_charted(outline: PageOutline, results: Sequence[Any]) -> None:
     """Each result has one chart per metric (an SVG where it was measured, a

@@ -9,6 +9,9 @@ import pytest
 
 from helpers import audit_json, result_named, write_module
 
+# Builds the probe under old Go language versions.
+pytestmark = pytest.mark.slow
+
 OLD_MODULE = {
     "oldlang/oldlang.go": """
         package oldlang

@@ -198,7 +198,7 @@ def test_marker_misuse_is_a_usage_error(run_user_tests):
         "cgo-audit: test_without_the_fixture uses @pytest.mark.limit_c_leaks but not the cgo_audit fixture: "
         "the limit applies to cgo_audit.call(...); add cgo_audit to its arguments",
         "cgo-audit: test_with_a_size_that_is_not_one: @pytest.mark.limit_c_leaks: 'ten bytes' is not a size: "
-        "write it like '0 B', '64 B', '1 KiB' or '1 MB'"])
+        "write it like '64 B', '1 KiB' or '256MiB'"])
     assert "Traceback" not in result.stdout.str()
 
 

@@ -14,6 +14,9 @@ from cgo_audit.verdicts import analysis
 
 from helpers import FIXTURES, audit_json, result_named
 
+# Audits every cause fixture.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def fixtures_audit(tmp_path_factory):
