@@ -16,7 +16,7 @@ PYTEST_FLAGS ?=
 TEST_WORKERS ?= 4
 FAST_MARKS := not slow and not network and not browser
 
-.PHONY: all shim fixtures audit test test-fast test-stress bench demo clean
+.PHONY: all shim fixtures audit test test-fast test-stress bench demo clean generate generate-check generate-layouts lint
 
 all: shim fixtures
 
@@ -55,6 +55,19 @@ test-stress: $(VENV)/.installed
 	stress-ng --cpu 2 --quiet & stress=$$!; \
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup tests/integration $(PYTEST_FLAGS); status=$$?; \
 	kill $$stress; wait $$stress; exit $$status
+
+# Generated files, from their one source (scripts/generate.py says which).
+generate: $(VENV)/.installed
+	$(PY) scripts/generate.py
+
+# CI: fails if a committed generated file differs from what generate writes.
+generate-check: $(VENV)/.installed
+	$(PY) scripts/generate.py --check
+
+# The Go layout table needs a toolchain per release from the module proxy (slow):
+#   make generate-layouts GO_RELEASES="go1.24.0 go1.25.0"
+generate-layouts: $(VENV)/.installed
+	$(PY) scripts/go_layout_table.py $(GO_RELEASES)
 
 bench: $(VENV)/.installed
 	$(PY) bench/overhead.py
