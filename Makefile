@@ -69,6 +69,20 @@ generate-check: $(VENV)/.installed
 generate-layouts: $(VENV)/.installed
 	$(PY) scripts/go_layout_table.py $(GO_RELEASES)
 
+# ruff and mypy (configured in pyproject.toml), gofmt and go vet on the Go
+# modules, and the C code (shim and its C tests) at -Wall -Wextra -Werror.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy cgo_audit
+	@unformatted=$$(gofmt -l goaudit go_fixtures); \
+	if [ -n "$$unformatted" ]; then echo "gofmt -l: not formatted:"; echo "$$unformatted"; exit 1; fi
+	cd goaudit && go vet ./...
+	cd go_fixtures && go vet ./...
+	$(PY) -c 'import pathlib, sys, tempfile; from cgo_audit.shim.build import compile_shim; \
+	    out = pathlib.Path(tempfile.mkdtemp()) / "shim.so"; \
+	    sys.exit("shim: warnings at -Werror" if compile_shim(out, extra_flags=("-Werror",)) else 0)'
+	for test in csrc/tests/*.c; do cc -fsyntax-only -Wall -Wextra -Werror -Icsrc "$$test" || exit 1; done
+
 bench: $(VENV)/.installed
 	$(PY) bench/overhead.py
 

@@ -7,16 +7,23 @@ from __future__ import annotations
 import os
 import resource
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Protocol, Sequence
 
 from cgo_audit.errors import AuditError
 from cgo_audit.measure.runner import ShimSession, failure_line, run_target
 from cgo_audit.measure.targets import BENCHMARK, BenchSettings, BenchTarget, find_modules, prepare_package
-from cgo_audit.model import (AuditReport, BenchResult, PackageOutcome, RunPoint, comparable, point_from_run,
-                             skipped_names)
+from cgo_audit.model import (
+    AuditReport,
+    BenchResult,
+    PackageOutcome,
+    RunPoint,
+    comparable,
+    point_from_run,
+    skipped_names,
+)
 from cgo_audit.shim.build import build_shim
 from cgo_audit.toolchain.gotool import go_executable, list_packages
 from cgo_audit.verdicts import analysis

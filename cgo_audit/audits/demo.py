@@ -105,9 +105,10 @@ def demo_intro(demo: DemoResult, memory_limit_bytes: int) -> str:
         "C.get_value(C.CString(file), C.CString(key), ...): the two C.CString copies are never freed. "
         f"Both services below take the same loopback load, with keys of {demo.key_bytes:,} bytes so that each "
         f"request leaks {demo.key_bytes + 19:,} bytes and the {format_bytes(memory_limit_bytes)} memory limit is "
-        f"reached in seconds. The fixed one took as many requests as the leaky one did. The leaky one was killed by the limit and restarted {starts - 1} time(s): the sawtooth of "
-        "the guide's monitor. Its Go heap stays flat the whole time, so go tool pprof shows nothing; the C heap, "
-        "which only the shim counts, is the leak. The fixed one frees both copies and stays flat.")
+        f"reached in seconds. The leaky one was killed by the limit and restarted {starts - 1} time(s): "
+        "the sawtooth of the guide's monitor. Its Go heap stays flat the whole time, so go tool pprof shows "
+        "nothing; the C heap, which only the shim counts, is the leak. The fixed one frees both copies, took "
+        "as many requests, and stays flat.")
 
 
 def terminal_lines(demo: DemoResult) -> list[str]:

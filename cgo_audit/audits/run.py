@@ -11,7 +11,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, cast
 
 from cgo_audit.errors import AuditError
 from cgo_audit.measure.load import HttpLoad
@@ -139,7 +139,11 @@ def audit_program(settings: RunSettings, progress: Progress = lambda _: None) ->
 
         poller = EndpointPoller(settings.pprof_url, settings.interval_s, stamp) if settings.pprof_url else None
         if load is not None:
-            threading.Thread(target=lambda: load.wait_ready(60) and load.start(), daemon=True).start()
+            def start_when_ready(load: HttpLoad = load) -> None:
+                if load.wait_ready(60):
+                    load.start()
+
+            threading.Thread(target=start_when_ready, daemon=True).start()
         enough_ops = settings.stop_after_ops
         # Enough answers, and enough samples for the trend's checkpoints
         # however fast the answers came.
@@ -232,8 +236,8 @@ def _conclude(settings: RunSettings, starts: list[tuple[RunRecord, dict[str, obj
     if settings.stacks != "off" and analysis.CGO_LEAK in verdicts.all and early.get("stacks") is not None \
             and record.maps and usable:
         last = usable[-1]
-        ops = (last.ops or 0) - int(early["ops"]) if per == "request" \
-            else last.time_s - float(early["time_s"])  # type: ignore[arg-type]
+        early_ops, early_time = cast(int, early["ops"]), cast(float, early["time_s"])
+        ops = (last.ops or 0) - early_ops if per == "request" else last.time_s - early_time
         deltas = stack_deltas(early["stacks"], record.final_stacks)  # type: ignore[arg-type]
         symbolizer = Symbolizer([])
         period = settings.sample_bytes if settings.stacks == "sampled" else 0

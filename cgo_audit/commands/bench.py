@@ -7,8 +7,16 @@ import os
 import shlex
 from pathlib import Path
 
-from cgo_audit.commands.common import (add_output_options, add_policy_options, exit_status, make_console, positive_count,
-                                       positive_seconds, pprof_file, size_list)
+from cgo_audit.commands.common import (
+    add_output_options,
+    add_policy_options,
+    exit_status,
+    make_console,
+    positive_count,
+    positive_seconds,
+    pprof_file,
+    size_list,
+)
 
 HELP = "audit a package's benchmarks for leaks"
 DESCRIPTION = ("Build each package's test binary, run every benchmark at several "
@@ -34,7 +42,8 @@ def prepare_parser(parser: argparse.ArgumentParser) -> None:
                         help="with --stacks sampled: mean bytes between samples (default 512 KiB, like Go)")
     add_policy_options(parser)
     add_output_options(parser, quiet_help="only leaks, errors and the summary", junit=True)
-    parser.add_argument("--pprof", type=pprof_file, metavar="FILE", help="write the C-heap leak as a gzipped pprof profile here")
+    parser.add_argument("--pprof", type=pprof_file, metavar="FILE",
+                        help="write the C-heap leak as a gzipped pprof profile here")
     parser.add_argument("-j", "--jobs", type=positive_count, default=os.cpu_count() or 1,
                         help="benchmarks run side by side (default: the number of CPUs)")
     parser.add_argument("--no-tests", action="store_true",

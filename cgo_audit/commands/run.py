@@ -5,8 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cgo_audit.commands.common import (add_output_options, add_sampling_options, byte_size, count, make_console,
-                                       positive_count, report_program, seconds)
+from cgo_audit.commands.common import (
+    add_output_options,
+    add_sampling_options,
+    byte_size,
+    count,
+    make_console,
+    positive_count,
+    report_program,
+    seconds,
+)
 from cgo_audit.errors import AuditError
 from cgo_audit.model import ProgramSample
 

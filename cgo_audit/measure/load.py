@@ -39,7 +39,7 @@ class HttpLoad:
         end = time.monotonic() + deadline_s
         while time.monotonic() < end and not self._stop.is_set():
             try:
-                conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=1)
+                conn = http.client.HTTPConnection(str(url.hostname), url.port or 80, timeout=1)
                 conn.connect()
                 conn.close()
                 return True
@@ -58,7 +58,7 @@ class HttpLoad:
                 path += "?" + url.query
             try:
                 if conn is None:
-                    conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=self.timeout_s)
+                    conn = http.client.HTTPConnection(str(url.hostname), url.port or 80, timeout=self.timeout_s)
                 conn.request("GET", path)
                 conn.getresponse().read()
                 with self._lock:

@@ -234,10 +234,10 @@ def run_target(argv: Sequence[str], session: ShimSession, *, cwd: str | os.PathL
         _watch(proc, record, session, started, timeout_s, sample_interval_s, probe_read, ack_write,
                on_snapshot, on_sample, stop_after_s, memory_limit_bytes, stop_when)
     finally:
-        for fd in (probe_read, ack_write):
-            if fd is not None:
+        for pipe_end in (probe_read, ack_write):
+            if pipe_end is not None:
                 try:
-                    os.close(fd)
+                    os.close(pipe_end)
                 except OSError:
                     pass
         if proc.returncode is None:

@@ -15,7 +15,7 @@ from cgo_audit.model import BENCH_LINE, SKIP_LINE, PackageOutcome
 from cgo_audit.toolchain.gotool import GoBuildError, GoPackage, build_test_binary, link_info, list_tests
 from cgo_audit.toolchain.layout import LayoutUnavailable, read_layout
 from cgo_audit.toolchain.modcache import in_module_cache, writable_copy
-from cgo_audit.toolchain.probe import is_wrapper, locate_benchmarks, write_overlay, wrapper_name
+from cgo_audit.toolchain.probe import is_wrapper, locate_benchmarks, wrapper_name, write_overlay
 
 BENCHMARK, TEST = "benchmark", "test"
 SKIPPED_DIRS = {"vendor", "testdata", "node_modules"}

@@ -7,7 +7,7 @@ import io
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, replace
-from typing import Sequence
+from typing import Any, Sequence
 
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -69,7 +69,7 @@ class Chart:
 
 # Text as <text> (the browser's font) keeps each chart a few KB; a fixed salt
 # keeps the ids, and so the file, the same from run to run.
-CHART_STYLE = {
+CHART_STYLE: dict[str, Any] = {
     "svg.fonttype": "none", "svg.hashsalt": "cgo-audit", "font.size": 8,
     "font.family": "sans-serif", "font.sans-serif": ["DejaVu Sans", "Arial", "Helvetica"],
     "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
@@ -99,7 +99,7 @@ def draw_chart(chart: Chart) -> str:
     """The chart as an SVG document."""
     charted = chart.charted
     divisor, unit = chart.y_scale or (units.scale(chart.values) if charted.is_bytes else (1.0, charted.metric.unit))
-    with matplotlib.rc_context(CHART_STYLE):
+    with matplotlib.rc_context(CHART_STYLE):  # type: ignore[arg-type]  # rcParams keys are Literals
         figure = Figure(figsize=chart.size_in)
         FigureCanvasAgg(figure)
         # Fixed margins, not a layout engine: every chart has the same frame,
@@ -283,6 +283,6 @@ def share_axes(charts: Sequence[Chart | None]) -> list[Chart | None]:
     margin = (high - low) * 0.05 or 1.0
     times = [t for c in drawn for t in c.times]
     scale = units.scale(values) if drawn[0].charted.is_bytes else (1.0, drawn[0].charted.metric.unit)
-    shared = {"y_limits": (low - margin, high + margin), "x_limits": (0.0, max(times + [1.0])), "y_scale": scale,
-              "size_in": COMPARED_CHART_SIZE_IN}
+    shared: dict[str, Any] = {"y_limits": (low - margin, high + margin), "x_limits": (0.0, max(times + [1.0])),
+                              "y_scale": scale, "size_in": COMPARED_CHART_SIZE_IN}
     return [replace(c, **shared) if c is not None else None for c in charts]

@@ -6,29 +6,42 @@ from __future__ import annotations
 import threading
 
 from rich.console import Console, RenderableType
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, Task, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.text import Text
 
 
-class _Bar(BarColumn):
+class _Bar(ProgressColumn):
     """No bar while the total is unknown (packages still building): rich
     would draw a full one (its pulse, without colour) beside 0/?."""
 
+    def __init__(self, bar_width: int) -> None:
+        super().__init__()
+        self._bar = BarColumn(bar_width=bar_width)
+        self._width = bar_width
+
     def render(self, task: Task) -> RenderableType:
-        if task.total is None:
-            return Text(" " * (self.bar_width or 0))
-        return super().render(task)
+        return Text(" " * self._width) if task.total is None else self._bar.render(task)
 
 
-class _Count(MofNCompleteColumn):
+class _Count(ProgressColumn):
     """M/N once the benchmarks are counted; a spinner until then."""
 
     def __init__(self) -> None:
         super().__init__()
         self._spinner = SpinnerColumn()
+        self._count = MofNCompleteColumn()
 
     def render(self, task: Task) -> RenderableType:
-        return self._spinner.render(task) if task.total is None else super().render(task)
+        return self._spinner.render(task) if task.total is None else self._count.render(task)
 
 
 class BarProgress:

@@ -12,8 +12,8 @@ from rich.markup import escape
 from rich.text import Text
 
 from cgo_audit.model import AuditReport, BenchResult, Findings, ProgramResult
-from cgo_audit.verdicts import analysis
 from cgo_audit.units import format_bytes
+from cgo_audit.verdicts import analysis
 from cgo_audit.verdicts.analysis import C_ALLOCS, C_BYTES, FDS, GO_HEAP, GOROUTINES, RSS, Growth
 
 VERDICT_STYLE = {analysis.CLEAN: "green", "error": "bold red", "skipped": "dim"}
@@ -80,8 +80,9 @@ def evidence(result: Findings) -> list[str]:
         allocs = result.per_op(C_ALLOCS.key)
         points = "checkpoints" if hasattr(result, "samples") else "runs"
         line = (f"C heap grows {per_op_text(result.per_op(C_BYTES.key), significant=True)} B/op in "
-                f"{per_op_text(allocs, significant=True)} allocs/op ({_shape_words(c, points)})" if c else "C heap grows")
-        if go_flat:
+                f"{per_op_text(allocs, significant=True)} allocs/op ({_shape_words(c, points)})"
+                if c else "C heap grows")
+        if go_flat and go_heap is not None:
             line += (f"; the Go heap stays flat ({per_op_text(go_heap.per_op, 0)} B/op): "
                      "go tool pprof cannot see this leak")
         lines.append(line + ".")
@@ -107,15 +108,15 @@ def evidence(result: Findings) -> list[str]:
         if metric_growth.shape == analysis.PLATEAU and key not in (RSS.key, analysis.C_PEAK.key,
                                                                    analysis.GO_MAPPED.key):
             label = next(m.label for m in analysis.METRICS if m.key == key)
-            lines.append(f"{label} grew to a plateau ({format_bytes(metric_growth.total) if key.endswith('bytes') else f'{metric_growth.total:.0f}'} "
-                         "in all), then stayed flat: bounded, not a leak.")
+            total = format_bytes(metric_growth.total) if key.endswith("bytes") else f"{metric_growth.total:.0f}"
+            lines.append(f"{label} grew to a plateau ({total} in all), then stayed flat: bounded, not a leak.")
     if result.skipped is not None:
         said = f' ("{result.skipped}")' if result.skipped else ""
         lines.append(f"skipped itself{said}: nothing of it ran, so nothing was measured.")
     if result.error:
         lines.append(f"error: {result.error}")
-        points = getattr(result, "points", None)
-        last = points[-1] if points else None
+        run_points = getattr(result, "points", None)
+        last = run_points[-1] if run_points else None
         if last is not None and last.record is not None and last.record.final_c_heap is not None:
             cheap = last.record.final_c_heap
             lines.append(f"counters gathered before it ended: C heap {format_bytes(cheap.user_live_bytes)} "
@@ -134,7 +135,9 @@ def site_lines(result: Findings) -> list[str]:
     estimate = "~" if result.sample_period_bytes else ""
     lines = ["leak sites (C heap left behind per op" + (", estimated from samples" if estimate else "") + "):"]
     for site in result.sites[:TOP_SITES]:
-        figures = f"  {estimate}{per_op_text(site.bytes_per_op, significant=True):>8} B/op {per_op_text(site.allocs_per_op, significant=True):>6} allocs/op"
+        site_bytes = per_op_text(site.bytes_per_op, significant=True)
+        site_allocs = per_op_text(site.allocs_per_op, significant=True)
+        figures = f"  {estimate}{site_bytes:>8} B/op {site_allocs:>6} allocs/op"
         label = site.label()
         if len(figures) + len(label) + 6 <= WIDTH:
             lines.append(f"{figures}  {label}")

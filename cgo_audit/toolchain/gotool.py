@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from elftools.common.exceptions import ELFError
+from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 
 from cgo_audit.errors import AuditError
@@ -112,9 +113,14 @@ def _package(item: Mapping[str, object]) -> GoPackage:
         import_path=str(item.get("ImportPath", "")), dir=Path(str(item.get("Dir", "."))),
         name=str(item.get("Name", "")), module_path=module.get("Path"),
         module_dir=Path(module["Dir"]) if module.get("Dir") else None,
-        go_files=tuple(item.get("GoFiles") or ()), cgo_files=tuple(item.get("CgoFiles") or ()),
-        test_go_files=tuple(item.get("TestGoFiles") or ()),
-        xtest_go_files=tuple(item.get("XTestGoFiles") or ()), error=message)
+        go_files=_names(item, "GoFiles"), cgo_files=_names(item, "CgoFiles"),
+        test_go_files=_names(item, "TestGoFiles"), xtest_go_files=_names(item, "XTestGoFiles"), error=message)
+
+
+def _names(item: Mapping[str, object], key: str) -> tuple[str, ...]:
+    """A list of file names from `go list -json` (absent when empty)."""
+    value = item.get(key)
+    return tuple(str(name) for name in value) if isinstance(value, list) else ()
 
 
 def _build_flags(tags: Sequence[str], go_flags: Sequence[str]) -> list[str]:
@@ -170,10 +176,10 @@ def link_info(path: Path) -> LinkInfo:
         with open(path, "rb") as stream:
             elf = ELFFile(stream)
             interp = any(seg["p_type"] == "PT_INTERP" for seg in elf.iter_segments())
-            needed = []
+            needed: list[str] = []
             dynamic = elf.get_section_by_name(".dynamic")
-            if dynamic is not None:
-                needed = [tag.needed for tag in dynamic.iter_tags() if tag.entry.d_tag == "DT_NEEDED"]
+            if isinstance(dynamic, DynamicSection):
+                needed = [str(getattr(tag, "needed")) for tag in dynamic.iter_tags() if tag.entry.d_tag == "DT_NEEDED"]
             return LinkInfo(True, interp, any(name.startswith("libc.") for name in needed))
     except (ELFError, OSError):
         return LinkInfo(False, False, False)

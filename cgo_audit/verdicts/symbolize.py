@@ -23,7 +23,6 @@ from elftools.elf.elffile import ELFFile
 
 from cgo_audit.measure.sampler import ExecutableMapping
 
-
 # Generous: a large binary's first lookup reads all of its DWARF.
 SYMBOLIZE_TIMEOUT = 300
 

@@ -46,7 +46,7 @@ def test_terminal_report_reads_like_benchmem_and_says_pprof_is_blind(cstring_aud
     proc, report = cstring_audit
     assert proc.returncode == 1 and report["exit_status"] == 1  # a leak, and no baseline
     lines = proc.stdout.splitlines()
-    at = next(i for i, l in enumerate(lines) if l.startswith("BenchmarkGetValueLeaky"))
+    at = next(i for i, text in enumerate(lines) if text.startswith("BenchmarkGetValueLeaky"))
     row = " ".join(lines[at:at + 2])   # the figures sit under the name when the row passes 80 columns
     assert "26.00 C-B/op" in row and "2.00 C-allocs/op" in row and "cgo-leak" in row
     assert all(len(line) <= 80 for line in lines if not line.startswith("pkg:"))

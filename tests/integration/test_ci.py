@@ -18,6 +18,9 @@ from helpers import FIXTURES, audit_json, result_named, run_cli, write_module
 # Each test builds and audits a throwaway module tree several times.
 pytestmark = pytest.mark.slow
 
+FREE_KEY = "\tdefer C.free(unsafe.Pointer(ckey))\n"
+FREE_GONE = "\t_ = unsafe.Pointer(ckey) // the free is gone\n"
+
 SIZES = ("--sizes", "100,200,400,800")
 
 SERVICE = """
@@ -71,7 +74,7 @@ def test_ci_snippet_fails_on_an_added_leak_and_passes_without_it(tmp_path):
     clean = snippet(module)
     assert clean.returncode == 0, clean.stdout + clean.stderr
     # A change forgets the free: the same step must now fail, with the figures.
-    leaky = SERVICE.replace("\tdefer C.free(unsafe.Pointer(ckey))\n", "\t_ = unsafe.Pointer(ckey) // the free is gone\n")
+    leaky = SERVICE.replace(FREE_KEY, FREE_GONE)
     (module / "service" / "service.go").write_text(leaky.lstrip())
     failed = snippet(module)
     assert failed.returncode == 1
@@ -86,7 +89,7 @@ def test_ci_snippet_fails_on_an_added_leak_and_passes_without_it(tmp_path):
 
 
 def test_baseline_accepts_a_leak_but_not_a_new_site_in_the_same_benchmark(tmp_path):
-    one_leak = SERVICE.replace("\tdefer C.free(unsafe.Pointer(ckey))\n", "\t_ = unsafe.Pointer(ckey) // the free is gone\n")
+    one_leak = SERVICE.replace(FREE_KEY, FREE_GONE)
     module = write_module(tmp_path / "svc", {"service/service.go": one_leak,
                                             "service/service_test.go": SERVICE_TEST})
     run_cli("bench", "--json", "start.json", *SIZES, "./...", cwd=module)
@@ -163,7 +166,8 @@ def test_tree_of_modules_vendoring_tests_only_and_no_cgo(tmp_path):
     subprocess.run([shutil.which("go") or "go", "mod", "vendor"], cwd=app, check=True, capture_output=True)
     assert (app / "vendor" / "example.com" / "dep" / "dep.go").exists()
     write_module(tree / "pure", {
-        "store/store.go": "package store\n\nvar kept [][]byte\n\nfunc Add() { kept = append(kept, make([]byte, 8192)) }\n",
+        "store/store.go": "package store\n\nvar kept [][]byte\n\n"
+                          "func Add() { kept = append(kept, make([]byte, 8192)) }\n",
         "store/store_test.go": "package store\n\nimport \"testing\"\n\nfunc BenchmarkAdd(b *testing.B) {\n"
                                "\tfor i := 0; i < b.N; i++ {\n\t\tAdd()\n\t}\n}\n",
     }, module="example.com/pure")

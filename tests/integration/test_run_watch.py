@@ -12,6 +12,7 @@ from cgo_audit.measure.runner import ShimSession
 
 from helpers import SERVER_CWD, assert_one_line_error, audit_json, free_port, run_cli
 
+
 def run_server(tmp_path, leakyserver, mode: str, *extra: str, key: str = "timeout", requests: int = 3000):
     """`cgo-audit run` on the fixture server until the load has had `requests`
     answers (a state, however busy the machine; 300 s is only the bound)."""

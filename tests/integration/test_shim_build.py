@@ -10,7 +10,7 @@ from cgo_audit.shim.cdefs import shim_ffi
 from cgo_audit.toolchain.gotool import link_info
 from cgo_audit.toolchain.probe import render_settle
 
-from helpers import FIXTURES, GO_HELPERS, REPO
+from helpers import GO_HELPERS, REPO
 
 
 def test_shim_builds_without_warnings(tmp_path):
