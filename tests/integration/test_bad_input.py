@@ -76,6 +76,7 @@ def test_statically_linked_package_is_named_as_such(tmp_path):
     assert "statically linked" in text and "LD_PRELOAD cannot reach it" in text
 
 
+@pytest.mark.slow
 def test_target_that_crashes_still_reports_its_counters(tmp_path):
     module = write_module(tmp_path / "m", {"crashy/crashy.go": CGO_LEAK_THEN % 40,
                                            "crashy/crashy_test.go": CRASHY_TEST})
@@ -91,6 +92,7 @@ def test_target_that_crashes_still_reports_its_counters(tmp_path):
     assert "counters gathered before it ended" in " ".join(proc.stdout.split())
 
 
+@pytest.mark.slow
 def test_target_that_hangs_is_killed_on_timeout(tmp_path):
     module = write_module(tmp_path / "m", {
         "hang/hang.go": "package hang\n\n// #include <unistd.h>\nimport \"C\"\n\nfunc Wait() { C.pause() }\n",

@@ -63,6 +63,7 @@ def test_json_keeps_its_field_names(cstring_audit):
             assert isinstance(result[field], (str, float, list))
 
 
+@pytest.mark.slow
 def test_baseline_accepts_the_known_leak(tmp_path):
     proc, report = audit_json(tmp_path, "--dir", str(FIXTURES), "--baseline", str(BASELINE),
                               "--sizes", "100,200,400,800", "./cstring")
@@ -70,6 +71,7 @@ def test_baseline_accepts_the_known_leak(tmp_path):
     assert result_named(report, "BenchmarkGetValueLeaky")["accepted_by_baseline"] is True
 
 
+@pytest.mark.slow
 def test_baseline_fails_a_leak_that_grew(tmp_path):
     tight = tmp_path / "tight.json"
     data = json.loads(BASELINE.read_text())
@@ -81,6 +83,7 @@ def test_baseline_fails_a_leak_that_grew(tmp_path):
     assert result_named(report, "BenchmarkGetValueLeaky")["accepted_by_baseline"] is False
 
 
+@pytest.mark.slow
 def test_without_the_probe_exit_figures_are_still_exact(tmp_path):
     proc, report = audit_json(tmp_path, "--dir", str(FIXTURES), "--no-probe", "--sizes", "100,300,900",
                               "--bench", "Leaky", "./cstring")
@@ -193,6 +196,7 @@ CXX_LIBRARY = {
 
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("clang++") is None, reason="no C++ compiler")
+@pytest.mark.slow
 def test_cxx_objects_never_deleted_leak_their_exact_size_in_loop_and_parallel_benchmarks(tmp_path):
     module = write_module(tmp_path / "m", CXX_LIBRARY, module="example.com/widget")
     proc, report = audit_json(tmp_path, "--dir", str(module), "--sizes", "200,400,800,1600")

@@ -41,6 +41,9 @@ def test_get_value_leaves_nothing(cgo_audit, file, key):
     cgo_audit.call("{func}", {{"file": file, "key": key}})
 '''
 
+# Each test runs a user's pytest session against a real Go driver.
+pytestmark = pytest.mark.slow
+
 LEAK_MESSAGE = re.compile(r"\w+\(.*\)(?:, called \d+ times,)? left .* of C heap in \d+ allocation\(s\); "
                           r"the limit is .*")
 

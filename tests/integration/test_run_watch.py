@@ -45,6 +45,7 @@ def test_run_calls_the_fix_clean(tmp_path, leakyserver):
     assert report["program"]["verdict"] == "clean"
 
 
+@pytest.mark.slow
 def test_run_sees_goroutines_through_the_pprof_endpoint(tmp_path, leakyserver):
     proc, report = run_server(tmp_path, leakyserver, "goroutines")
     program = report["program"]
@@ -52,6 +53,7 @@ def test_run_sees_goroutines_through_the_pprof_endpoint(tmp_path, leakyserver):
     assert program["goroutines_per_op"] == pytest.approx(1.0, rel=0.05)
 
 
+@pytest.mark.slow
 def test_run_killed_by_its_memory_limit_still_gets_a_verdict(tmp_path, leakyserver):
     # 60 KB keys: each request leaks a copy, so RSS passes the limit in seconds;
     # the run ends with the kill (no --requests: the 300 s are only the bound).
