@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 def demo(tmp_path_factory):
     page = tmp_path_factory.mktemp("demo") / "demo.html"
     # Until three kills (the default), however busy the machine: a state, not seconds.
-    proc = run_cli("demo", "--memory-limit", "96MiB", "--html", str(page), timeout=900)
+    proc = run_cli("demo", "--memory-limit", "64MiB", "--html", str(page), timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc, page
 
