@@ -42,18 +42,18 @@ else
 endif
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_FLAGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_FLAGS)
 
 # The unit tests and the core integration tests (no slow, network or browser mark).
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m '$(FAST_MARKS)' $(PYTEST_FLAGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) -m '$(FAST_MARKS)' $(PYTEST_FLAGS)
 
 # The integration tests with both cores busy (stress-ng --cpu 2): no test may
 # depend on throughput or wall-clock luck.
 test-stress: $(VENV)/.installed
 	@command -v stress-ng >/dev/null || { echo "test-stress needs stress-ng (apt-get install -y stress-ng)"; exit 2; }
 	stress-ng --cpu 2 --quiet & stress=$$!; \
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup tests/integration $(PYTEST_FLAGS); status=$$?; \
+	$(PY) -m pytest -n $(TEST_WORKERS) tests/integration $(PYTEST_FLAGS); status=$$?; \
 	kill $$stress; wait $$stress; exit $$status
 
 # Generated files, from their one source (scripts/generate.py says which).

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,15 +64,27 @@ def forker_binary(build_dir: Path) -> Path:
     return build_c_test(build_dir, "forker")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (make test: --dist loadgroup), the tests that share
-    a module-scoped fixture (one expensive audit, a demo run, a module build)
-    go to one worker, so that fixture runs once instead of once per worker;
-    the other tests spread freely. Applies to test files added later too."""
-    for item in items:
-        infos = getattr(item, "_fixtureinfo", None)
-        if infos is None:
-            continue
-        shared = any(d.scope == "module" for defs in infos.name2fixturedefs.values() for d in defs)
-        if shared and item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+@functools.lru_cache(maxsize=None)
+def shares_module_fixture(test_file: str) -> bool:
+    """Does this test file define a module-scoped fixture (an expensive audit,
+    a demo run, a build its tests share)?"""
+    path = Path(__file__).resolve().parent.parent / test_file
+    return path.is_file() and re.search(r"scope\s*=\s*[\"']module[\"']", path.read_text()) is not None
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under pytest-xdist (make test), the tests of a file with a
+    module-scoped fixture go to one worker, so that fixture runs once rather
+    than once per worker; every other test is scheduled on its own, spread
+    over the workers. Applies to test files added later too; an explicit
+    --dist other than the default is left alone."""
+    if config.getoption("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            test_file = nodeid.split("::", 1)[0]
+            return test_file if shares_module_fixture(test_file) else nodeid
+
+    return SharedFixtureScheduling(config, log)
