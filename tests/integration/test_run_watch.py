@@ -33,7 +33,13 @@ def test_run_names_the_cstring_leak_per_request(tmp_path, leakyserver):
     # Samples are taken while requests are in flight: per request within 1%.
     assert program["c_leak_bytes_per_op"] == pytest.approx(26.0, rel=0.01)
     assert program["c_leak_allocs_per_op"] == pytest.approx(2.0, rel=0.01)
-    assert abs(program["go_heap_growth_bytes_per_op"]) < 16
+    # pprof is blind to it: the Go heap is not what grows. Its shape, not a
+    # figure per request, says so whatever the throughput: a few hundred KB
+    # of request buffers in flight at a checkpoint make tens of B/req of
+    # noise when the machine is busy, never a steady slope.
+    go_heap = program["growth"]["go_heap_bytes"]
+    assert "go-heap-leak" not in program["verdicts"] and go_heap["shape"] != "linear", go_heap
+    assert abs(go_heap["total"]) < 4 << 20
     assert program["samples"][-1]["ops"] > 30000   # sampled just before the 40,000th answer stopped it
     assert any(site["function"].endswith("cstring.GetValueLeaky") for site in program["sites"])
     assert "C-B/req" in proc.stdout
