@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
 
 import pytest
 
@@ -78,21 +81,49 @@ def test_run_without_a_command_or_with_a_missing_one(tmp_path):
     assert_one_line_error(run_cli("run", "--duration", "1", "--", str(tmp_path / "nope")), "command not found")
 
 
+class PacedLoad:
+    """GET url per_second times a second on average, from a thread: each
+    request is due at a fixed time, and a late one is sent at once."""
+
+    def __init__(self, url: str, per_second: float) -> None:
+        self.url, self.period = url, 1.0 / per_second
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        while not self._stop.is_set():
+            due = start + self.sent * self.period
+            if due > time.monotonic():
+                self._stop.wait(due - time.monotonic())
+                continue
+            with urllib.request.urlopen(self.url, timeout=10) as answer:
+                answer.read()
+            self.sent += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
 def test_watch_reads_the_c_heap_of_a_process_started_under_the_shim(tmp_path, shim_path, leakyserver):
     port = free_port()
     with ShimSession(shim_path) as session:
         server = subprocess.Popen([str(leakyserver), "-addr", f"127.0.0.1:{port}"], cwd=SERVER_CWD,
                                   env=session.environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        load = HttpLoad([f"http://127.0.0.1:{port}/value"])
+        # watch's figures are per second, so the load keeps a fixed pace (a
+        # rate a busy machine still keeps, catching up when late) rather than
+        # going as fast as the CPU allows: the slope is then steady however
+        # busy the machine is.
+        assert HttpLoad([f"http://127.0.0.1:{port}/value"]).wait_ready(20)
+        pacer = PacedLoad(f"http://127.0.0.1:{port}/value", per_second=100)
         try:
-            assert load.wait_ready(20)
-            load.start()
-            # watch has no state to stop on (it does not drive the load): 10 s of
-            # samples keep the per-second slope steady even with both cores busy.
             proc, report = audit_json(tmp_path, str(server.pid), "--duration", "10", "--interval", "0.25",
                                       "--pprof-url", f"http://127.0.0.1:{port}", command="watch")
         finally:
-            load.stop()
+            pacer.stop()
             server.kill()
             server.wait()
     program = report["program"]
