@@ -27,6 +27,7 @@ def run_server(tmp_path, leakyserver, mode: str, *extra: str, key: str = "timeou
                       "--", str(leakyserver), "-addr", f"127.0.0.1:{port}", "-mode", mode, command="run")
 
 
+@pytest.mark.slow
 def test_run_names_the_cstring_leak_per_request(tmp_path, leakyserver):
     # Enough requests (about 8 s idle) that the Go heap's warm-up and GC noise are well under 16 B a request.
     proc, report = run_server(tmp_path, leakyserver, "leaky", requests=40000)

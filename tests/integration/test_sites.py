@@ -107,6 +107,7 @@ def _installed_release() -> str:
     return release_of(version)
 
 
+@pytest.mark.slow
 def test_layout_table_matches_the_installed_go_runtime(tmp_path):
     """The table is generated data: for the Go installed here, it must equal
     what that runtime's own DWARF says."""
@@ -140,6 +141,7 @@ func main() { C.free(unsafe.Pointer(C.CString("x"))) }
 """
 
 
+@pytest.mark.slow
 def test_binary_without_dwarf_still_names_the_go_line(tmp_path):
     """-ldflags='-s -w' drops DWARF and symbols: the walk's offsets come from
     the table and the Go frames from the pclntab, which stays."""
@@ -189,6 +191,7 @@ func BenchmarkKeep(b *testing.B) {
 """
 
 
+@pytest.mark.slow
 def test_stripped_binary_with_c_thread_locals_degrades_to_c_frames_with_one_warning(tmp_path):
     """With C thread-locals beside it, only the symbol table says which TLS
     slot is g: without it the walk is off, and the report says so once."""
