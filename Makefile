@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -c 'import sys; sys.exit("cgo-audit needs Python >= 3.10" if sys.version_info < (3, 10) else 0)'
 	$(PYTHON) -m venv $(VENV)
 	@echo "installing the Python dependencies into $(VENV) (log: $(VENV)/pip.log)"
-	@$(PY) -m pip install --upgrade pip -e '.[test]' > $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
+	@$(PY) -m pip install --upgrade pip -e '.[html,test]' > $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
 	touch $@
 
 shim: $(VENV)/.installed

@@ -17,6 +17,7 @@ from cgo_audit import __version__
 from cgo_audit.commands import add_commands
 from cgo_audit.commands.common import EXIT_ERROR
 from cgo_audit.errors import AuditError
+from cgo_audit.extras import require_extras
 
 
 class Parser(argparse.ArgumentParser):
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        require_extras(args)
         return args.handler(args)
     except AuditError as exc:
         print(f"cgo-audit: error: {exc}", file=sys.stderr)

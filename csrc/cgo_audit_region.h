@@ -25,6 +25,7 @@
 /* Region flags. */
 #define CGO_AUDIT_FLAG_FORKED_CHILD 1
 #define CGO_AUDIT_FLAG_STACKS 2
+#define CGO_AUDIT_FLAG_ATTACHED 4     /* loaded by cgo-audit attach: counts from that moment */
 
 /* Stack capture. Frames are return addresses, innermost first. */
 #define CGO_AUDIT_STACK_DEPTH 64

@@ -253,3 +253,26 @@ void pmap_unlock_all(void)
     }
     unlock(&leaf_lock);
 }
+
+void pmap_clear(void)
+{
+    lock(&leaf_lock);
+    if (leaves_used > 0) {
+        /* Private anonymous pages read as zeros again: every entry is empty. */
+        madvise(reservation + PAGE + TOP_BYTES, leaves_used * LEAF_BYTES, MADV_DONTNEED);
+    }
+    unlock(&leaf_lock);
+    for (int i = 0; i < SHARD_COUNT; i++) {
+        struct overflow_shard *s = &shards[i];
+        lock(&s->lock);
+        if (s->entries != NULL) {
+            uint64_t bytes = sizeof(struct overflow_entry) << s->shift;
+            syscall(SYS_munmap, s->entries, bytes);
+            count_bytes(-(int64_t)bytes);
+            s->entries = NULL;
+            s->count = 0;
+            s->shift = 0;
+        }
+        unlock(&s->lock);
+    }
+}

@@ -44,6 +44,9 @@ int pmap_remove_slow(uintptr_t ptr, uint64_t *meta);
 void pmap_lock_all(void);
 void pmap_unlock_all(void);
 void pmap_span(uint64_t *start, uint64_t *end);
+/* Forgets every pointer (a new attach: blocks recorded by the last one are
+ * not the new region's). Only while no thread can be inside the shim. */
+void pmap_clear(void);
 extern int pmap_overflow_used;
 /* Where the overflow table's memory is counted (the region's table_bytes). */
 extern uint64_t *pmap_bytes_counter;

@@ -30,6 +30,14 @@ _Static_assert(offsetof(struct cgo_audit_region, slots) % 64 == 0,
 _Static_assert(sizeof(struct cgo_audit_counters) == 64, "one thread slot is one cache line");
 
 #define EXPORT __attribute__((visibility("default")))
+#ifdef CGO_AUDIT_STATIC
+/* Linked into a static executable with ld --wrap=NAME for each entry point
+ * (static_link.h): the program's calls to NAME reach __wrap_NAME, and
+ * __real_NAME is libc's own. */
+#define ENTRY(name) __wrap_##name
+#else
+#define ENTRY(name) name
+#endif
 #define TLS __thread __attribute__((tls_model("initial-exec")))
 #define LIKELY(x) __builtin_expect(!!(x), 1)
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -452,26 +460,51 @@ static struct cgo_audit_region *open_region(const char *dir, uint32_t flags)
     return r;
 }
 
-static int resolve_all(void)
+/* musl has no pvalloc: the shim's own (exported, so a program that calls it
+ * links) is glibc's: whole pages, page-aligned, from memalign. */
+static void *pvalloc_from_memalign(size_t size)
 {
-    real_malloc = dlsym(RTLD_NEXT, "malloc");
-    real_calloc = dlsym(RTLD_NEXT, "calloc");
-    real_realloc = dlsym(RTLD_NEXT, "realloc");
-    real_free = dlsym(RTLD_NEXT, "free");
-    real_posix_memalign = dlsym(RTLD_NEXT, "posix_memalign");
-    real_aligned_alloc = dlsym(RTLD_NEXT, "aligned_alloc");
-    real_memalign = dlsym(RTLD_NEXT, "memalign");
-    real_valloc = dlsym(RTLD_NEXT, "valloc");
-    real_pvalloc = dlsym(RTLD_NEXT, "pvalloc");
-    real_malloc_usable_size = dlsym(RTLD_NEXT, "malloc_usable_size");
-    real_pthread_create = dlsym(RTLD_NEXT, "pthread_create");
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t pages = size == 0 ? page : (size + page - 1) & ~(page - 1);
+    if (pages < size || real_memalign == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return real_memalign(page, pages);
+}
+
+#ifdef CGO_AUDIT_STATIC
+#include "static_link.h"
+#else
+static int resolve_all_in(void *scope)
+{
+    real_malloc = dlsym(scope, "malloc");
+    real_calloc = dlsym(scope, "calloc");
+    real_realloc = dlsym(scope, "realloc");
+    real_free = dlsym(scope, "free");
+    real_posix_memalign = dlsym(scope, "posix_memalign");
+    real_aligned_alloc = dlsym(scope, "aligned_alloc");
+    real_memalign = dlsym(scope, "memalign");
+    real_valloc = dlsym(scope, "valloc");
+    real_pvalloc = dlsym(scope, "pvalloc");
+    if (real_pvalloc == NULL) {
+        real_pvalloc = pvalloc_from_memalign;
+    }
+    real_malloc_usable_size = dlsym(scope, "malloc_usable_size");
+    real_pthread_create = dlsym(scope, "pthread_create");
     /* memalign, valloc and pvalloc are optional (as heaptrack's
-     * HOOK(..., Optional)): obsolete, and missing from some C libraries
-     * (musl has no pvalloc). Without one, its wrapper fails with ENOMEM. */
+     * HOOK(..., Optional)): obsolete, and missing from some C libraries.
+     * Without one, its wrapper fails with ENOMEM (pvalloc falls back above). */
     return real_malloc && real_calloc && real_realloc && real_free && real_posix_memalign &&
            real_aligned_alloc &&
            real_malloc_usable_size && real_pthread_create;
 }
+
+static int resolve_all(void)
+{
+    return resolve_all_in(RTLD_NEXT);
+}
+#endif
 
 static void die(const char *msg, size_t len)
 {
@@ -584,6 +617,12 @@ __attribute__((constructor)) static void shim_constructor(void)
 
 /* ---- interposed entry points -------------------------------------------- */
 
+/* A real allocator call that may call back into an interposed entry point:
+ * musl's calloc calls malloc, and its memalign, posix_memalign and valloc
+ * call aligned_alloc, all through the PLT, so through the shim. The inner
+ * call passes through uncounted; the outer one counts the block once. */
+#define NESTED(call) (tls.reentry++, nested_result = (call), tls.reentry--, nested_result)
+
 /* The shim's own calls between entry points go to these static versions,
  * never through the PLT: loaded by dlopen (in-process tests), the global
  * malloc would be glibc's. shim_malloc is inlined, as the accounting is:
@@ -603,12 +642,12 @@ __attribute__((always_inline)) static inline void *shim_malloc(size_t size, uint
     return p;
 }
 
-EXPORT void *malloc(size_t size)
+EXPORT void *ENTRY(malloc)(size_t size)
 {
     return shim_malloc(size, (uintptr_t)__builtin_return_address(0));
 }
 
-EXPORT void free(void *p)
+EXPORT void ENTRY(free)(void *p)
 {
     if (p == NULL || UNLIKELY(is_bootstrap(p))) {
         return;
@@ -626,7 +665,7 @@ EXPORT void free(void *p)
     real_free(p);
 }
 
-EXPORT void *calloc(size_t n, size_t size)
+EXPORT void *ENTRY(calloc)(size_t n, size_t size)
 {
     size_t bytes;
     if (__builtin_mul_overflow(n, size, &bytes)) {
@@ -638,7 +677,8 @@ EXPORT void *calloc(size_t n, size_t size)
         return real_calloc ? real_calloc(n, size) : bootstrap_alloc(bytes);
     }
     unsigned tag = origin_tag(bytes, 0);
-    void *p = real_calloc(n, size);
+    void *nested_result;
+    void *p = NESTED(real_calloc(n, size));
     if (LIKELY(p != NULL)) {
         record_alloc(p, bytes, tag);
     } else {
@@ -691,12 +731,12 @@ static void *shim_realloc(void *p, size_t size)
     return q;
 }
 
-EXPORT void *realloc(void *p, size_t size)
+EXPORT void *ENTRY(realloc)(void *p, size_t size)
 {
     return shim_realloc(p, size);
 }
 
-EXPORT void *reallocarray(void *p, size_t n, size_t size)
+EXPORT void *ENTRY(reallocarray)(void *p, size_t n, size_t size)
 {
     size_t bytes;
     if (__builtin_mul_overflow(n, size, &bytes)) {
@@ -716,8 +756,9 @@ EXPORT void *reallocarray(void *p, size_t n, size_t size)
         }                                \
         return real args;                \
     }                                    \
-    unsigned tag = origin_tag(bytes, 0);    \
-    void *p = real args;                 \
+    unsigned tag = origin_tag(bytes, 0); \
+    void *nested_result;                 \
+    void *p = NESTED(real args);         \
     if (p != NULL) {                     \
         record_alloc(p, bytes, tag);     \
     } else {                             \
@@ -725,33 +766,34 @@ EXPORT void *reallocarray(void *p, size_t n, size_t size)
     }                                    \
     return p;
 
-EXPORT void *aligned_alloc(size_t alignment, size_t size)
+EXPORT void *ENTRY(aligned_alloc)(size_t alignment, size_t size)
 {
     ALIGNED_ENTRY(real_aligned_alloc, (alignment, size), size)
 }
 
-EXPORT void *memalign(size_t alignment, size_t size)
+EXPORT void *ENTRY(memalign)(size_t alignment, size_t size)
 {
     ALIGNED_ENTRY(real_memalign, (alignment, size), size)
 }
 
-EXPORT void *valloc(size_t size)
+EXPORT void *ENTRY(valloc)(size_t size)
 {
     ALIGNED_ENTRY(real_valloc, (size), size)
 }
 
-EXPORT void *pvalloc(size_t size)
+EXPORT void *ENTRY(pvalloc)(size_t size)
 {
     ALIGNED_ENTRY(real_pvalloc, (size), size)
 }
 
-EXPORT int posix_memalign(void **out, size_t alignment, size_t size)
+EXPORT int ENTRY(posix_memalign)(void **out, size_t alignment, size_t size)
 {
     if (UNLIKELY(enter())) {
         return real_posix_memalign ? real_posix_memalign(out, alignment, size) : ENOMEM;
     }
     unsigned tag = origin_tag(size, 0);
-    int rc = real_posix_memalign(out, alignment, size);
+    int nested_result;
+    int rc = NESTED(real_posix_memalign(out, alignment, size));
     if (rc == 0) {
         record_alloc(*out, size, tag);
     } else {
@@ -761,7 +803,7 @@ EXPORT int posix_memalign(void **out, size_t alignment, size_t size)
 }
 
 /* No header is added to blocks, so glibc's answer stays the true one. */
-EXPORT size_t malloc_usable_size(void *p)
+EXPORT size_t ENTRY(malloc_usable_size)(void *p)
 {
     if (p != NULL && is_bootstrap(p)) {
         return bootstrap_size(p);
@@ -774,7 +816,7 @@ EXPORT size_t malloc_usable_size(void *p)
 
 /* Blocks glibc allocates inside pthread_create (the new thread's TLS and
  * DTV) live as long as the thread: the runtime's, not the caller's leak. */
-EXPORT int pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*start)(void *),
+EXPORT int ENTRY(pthread_create)(pthread_t *thread, const pthread_attr_t *attr, void *(*start)(void *),
                           void *arg)
 {
     if (real_pthread_create == NULL) {
@@ -824,3 +866,66 @@ EXPORT void cgo_audit_read_totals(struct cgo_audit_counters *out)
         out->thread_start_free_bytes += __atomic_load_n(&c->thread_start_free_bytes, __ATOMIC_RELAXED);
     }
 }
+
+/* ---- attach mode (attach.c) --------------------------------------------- */
+
+/* A static executable is built with the shim inside: nothing to attach. */
+#ifndef CGO_AUDIT_STATIC
+
+#define HOOK_ALIAS(name) extern __typeof(name) shim_hook_##name __attribute__((alias(#name), copy(name)));
+HOOK_ALIAS(malloc)
+HOOK_ALIAS(free)
+HOOK_ALIAS(calloc)
+HOOK_ALIAS(realloc)
+HOOK_ALIAS(reallocarray)
+HOOK_ALIAS(posix_memalign)
+HOOK_ALIAS(aligned_alloc)
+HOOK_ALIAS(memalign)
+HOOK_ALIAS(valloc)
+HOOK_ALIAS(pvalloc)
+HOOK_ALIAS(pthread_create)
+
+int shim_attach_region(const char *dir, uint32_t flags)
+{
+    if (__atomic_load_n(&init_state, __ATOMIC_ACQUIRE) != INIT_DONE) {
+        init_slow();
+    }
+    /* Loaded by dlopen, RTLD_NEXT names the allocator after the shim in its
+     * own scope (libc's), but the program's slots point at the global one,
+     * which may be another allocator linked into the executable. Its blocks
+     * must go back to it. */
+    tls.reentry++;
+    int resolved = resolve_all_in(RTLD_DEFAULT);
+    tls.reentry--;
+    if (!resolved) {
+        errno = ENOENT;
+        return -1;
+    }
+    uint32_t generation = 0;
+    struct cgo_audit_region *old = region;
+    struct cgo_audit_region *fresh = create_region_file(dir, &generation);
+    if (fresh == NULL) {
+        return -1;
+    }
+    uint32_t slots = __atomic_load_n(&old->header.slots_in_use, __ATOMIC_ACQUIRE);
+    /* The new file takes the old region's place in one step: a thread that
+     * counts meanwhile writes to one or the other, never to unmapped memory. */
+    void *moved = mremap(fresh, sizeof *fresh, sizeof *fresh, MREMAP_MAYMOVE | MREMAP_FIXED, old);
+    if (moved == MAP_FAILED) {
+        int saved = errno;
+        munmap(fresh, sizeof *fresh);
+        unlink(region_path);
+        errno = saved;
+        return -1;
+    }
+    region_is_file = 1;
+    fill_header(region, generation, flags);
+    region->header.slots_in_use = slots; /* threads keep the slots they hold */
+    return 0;
+}
+
+void shim_attach_publish(void)
+{
+    publish(region);
+}
+#endif /* CGO_AUDIT_STATIC */

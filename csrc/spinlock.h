@@ -6,13 +6,15 @@
 
 #include <sched.h>
 
+#include "arch.h"
+
 static inline void spin_acquire(int *lock)
 {
     unsigned spins = 0;
     while (__atomic_exchange_n(lock, 1, __ATOMIC_ACQUIRE)) {
         while (__atomic_load_n(lock, __ATOMIC_RELAXED)) {
             if (++spins < 128) {
-                __builtin_ia32_pause();
+                cpu_relax();
             } else {
                 sched_yield();
             }

@@ -28,6 +28,7 @@
 #include <sys/auxv.h>
 #include <time.h>
 
+#include "arch.h"
 #include "shim_internal.h"
 #include "spinlock.h"
 
@@ -138,6 +139,18 @@ static uintptr_t executable_bias(void)
     return 0;
 }
 
+#ifdef CGO_AUDIT_STATIC
+/* Linked into the executable (static_link.h): the shim's code is the
+ * section cgo_audit_text, whose bounds the linker provides. */
+extern const char __start_cgo_audit_text[] __attribute__((weak));
+extern const char __stop_cgo_audit_text[] __attribute__((weak));
+
+static void find_own_text(void)
+{
+    shim_text_lo = (uintptr_t)__start_cgo_audit_text;
+    shim_text_hi = (uintptr_t)__stop_cgo_audit_text;
+}
+#else
 /* The executable segment of the shim itself, from its own program headers. */
 static void find_own_text(void)
 {
@@ -156,23 +169,42 @@ static void find_own_text(void)
         }
     }
 }
+#endif
 
 void shim_stack_init(struct cgo_audit_region *r)
 {
-    const char *setting = getenv("CGO_AUDIT_STACKS");
+    const char *period = getenv("CGO_AUDIT_SAMPLE_BYTES");
+    const char *end;
+    shim_stack_configure(r, getenv("CGO_AUDIT_STACKS"), period != NULL ? parse_u64(period, &end) : 0,
+                         getenv("CGO_AUDIT_GO_LAYOUT"));
+}
+
+/* Attach mode: the settings come from the injector, and the table starts
+ * again empty in a fresh region (r). The index holds positions in the old
+ * region's table: it is emptied first. */
+void shim_stack_reset(struct cgo_audit_region *r, const char *setting, uint64_t period, const char *layout)
+{
+    spin_acquire(&table_lock);
+    memset(stack_index, 0, sizeof stack_index);
+    spin_release(&table_lock);
+    shim_export_reset(); /* the allocation totals start over with the table */
+    memset(&go, 0, sizeof go);
+    shim_stack_configure(r, setting, period, layout);
+}
+
+void shim_stack_configure(struct cgo_audit_region *r, const char *setting, uint64_t period, const char *layout)
+{
     mode = CGO_AUDIT_STACKS_OFF;
     if (setting != NULL && strcmp(setting, "all") == 0) {
         mode = CGO_AUDIT_STACKS_ALL;
     } else if (setting != NULL && strcmp(setting, "sampled") == 0) {
         mode = CGO_AUDIT_STACKS_SAMPLED;
     }
-    const char *period = getenv("CGO_AUDIT_SAMPLE_BYTES");
-    const char *end;
-    sample_period = period != NULL ? parse_u64(period, &end) : 0;
+    sample_period = period;
     if (sample_period == 0) {
         sample_period = 512 * 1024; /* Go's default MemProfileRate */
     }
-    parse_layout(getenv("CGO_AUDIT_GO_LAYOUT"));
+    parse_layout(layout);
     if (go.thread_start_hi > go.thread_start_lo) {
         uintptr_t bias = executable_bias();
         shim_thread_start_lo = bias + go.thread_start_lo;
@@ -192,8 +224,8 @@ void shim_stack_init(struct cgo_audit_region *r)
     }
     if (mode != CGO_AUDIT_STACKS_OFF) {
         find_own_text();
-        shim_stacks_enabled = mode;
     }
+    shim_stacks_enabled = mode;
 }
 
 /* ---- sampling (Go's MemProfileRate scheme) -------------------------------- */
@@ -242,13 +274,6 @@ int64_t shim_stack_next_gap(void)
 static inline uintptr_t load(uintptr_t address)
 {
     return *(const uintptr_t *)address;
-}
-
-static inline uintptr_t thread_pointer(void)
-{
-    uintptr_t tp;
-    __asm__("mov %%fs:0, %0" : "=r"(tp));
-    return tp;
 }
 
 static int in_shim(uintptr_t pc)
@@ -430,6 +455,9 @@ void shim_stack_count(struct cgo_audit_region *r, unsigned tag, int64_t bytes, i
     struct cgo_audit_stack *s = &r->stacks[tag - CGO_AUDIT_TAG_FIRST_STACK];
     __atomic_fetch_add(&s->live_bytes, bytes, __ATOMIC_RELAXED);
     __atomic_fetch_add(&s->live_allocs, allocs, __ATOMIC_RELAXED);
+    if (allocs > 0) {
+        shim_export_count_alloc(tag, (uint64_t)bytes);
+    }
 }
 
 void shim_stack_lock_all(void)

@@ -1,3 +1,3 @@
 module github.com/cgo-audit/cgo-audit/goaudit
 
-go 1.21
+go 1.12

@@ -43,11 +43,13 @@ def layout_table_problems() -> list[str]:
         table = json.loads(LAYOUT_TABLE.read_text())
     except (OSError, ValueError) as exc:
         return [f"{path}: {exc}"]
-    problems = [f"{path}: {release} lacks {sorted(set(STRUCT_FIELDS) - set(fields))}"
-                for release, fields in table.items() if set(fields) != set(STRUCT_FIELDS)]
-    releases = list(table)
-    if releases != sorted(releases, key=lambda r: [int(p) for p in r[2:].split(".")]):
-        problems.append(f"{path}: releases out of order (rewrite it with scripts/go_layout_table.py)")
+    problems = []
+    for goarch, releases in table.items():     # {goarch: {release: {field: offset}}}
+        problems += [f"{path}: {goarch} {release} lacks {sorted(set(STRUCT_FIELDS) - set(fields))}"
+                     for release, fields in releases.items() if set(fields) != set(STRUCT_FIELDS)]
+        names = list(releases)
+        if names != sorted(names, key=lambda r: [int(p) for p in r[2:].split(".")]):
+            problems.append(f"{path}: {goarch} releases out of order (rewrite it with scripts/go_layout_table.py)")
     return problems
 
 

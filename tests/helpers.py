@@ -88,3 +88,34 @@ def result_named(report: dict[str, Any], name: str) -> dict[str, Any]:
     matches = [r for r in report["results"] if r["name"] == name]
     assert len(matches) == 1, [r["name"] for r in report["results"]]
     return matches[0]
+
+
+def copy_cstring_module(dest: Path) -> Path:
+    """The cstring fixture as a module of its own outside the checkout (it
+    imports nothing of cgo-audit's), as a user's module would be."""
+    import shutil
+
+    shutil.copytree(FIXTURES / "cstring", dest)
+    (dest / "go.mod").write_text("module example.com/cstring\n\ngo 1.22\n")
+    return dest
+
+
+PROXY_TIMEOUT_S = 300
+
+
+def require_published(module_dir: Path, module: str, version: str) -> None:
+    """`go get module@version` in module_dir, as a user would, through the Go
+    module proxy; skips the test with Go's one-line reason when that fails."""
+    import pytest
+
+    from cgo_audit.toolchain.gotool import go_executable
+
+    try:
+        proc = subprocess.run([go_executable(), "get", f"{module}@{version}"], cwd=module_dir,
+                              capture_output=True, text=True, timeout=PROXY_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pytest.skip(f"{module} cannot be fetched through the Go module proxy: no answer in {PROXY_TIMEOUT_S}s")
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        pytest.skip(f"{module} cannot be fetched through the Go module proxy: "
+                    f"{lines[-1] if lines else f'go get exited with {proc.returncode}'}")

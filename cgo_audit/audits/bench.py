@@ -26,6 +26,7 @@ from cgo_audit.model import (
 )
 from cgo_audit.shim.build import build_shim
 from cgo_audit.toolchain.gotool import go_executable, list_packages
+from cgo_audit.toolchain.probe import TEST_WRAPPER_PREFIX, WRAPPER_PREFIX
 from cgo_audit.verdicts import analysis
 from cgo_audit.verdicts.sites import RunStacks, measure_sites
 from cgo_audit.verdicts.symbolize import Symbolizer
@@ -71,7 +72,8 @@ def run_benchmark_once(target: BenchTarget, n: int, settings: BenchSettings, ver
     if verbose:
         selection.append("-test.v")
     argv = [str(target.binary), *selection, f"-test.timeout={int(settings.run_timeout_s) + 60}s"]
-    with ShimSession(build_shim(), keep=settings.keep_work) as session:
+    platform = settings.platform
+    with ShimSession(build_shim(target.shim_cc), keep=settings.keep_work, platform=platform) as session:
         record = run_target(argv, session, cwd=target.package.dir, env_extra=env,
                             timeout_s=settings.run_timeout_s, probe=target.probed,
                             sample_interval_s=settings.sample_interval_s)
@@ -79,6 +81,12 @@ def run_benchmark_once(target: BenchTarget, n: int, settings: BenchSettings, ver
 
 
 CALIBRATION_OPS = {BENCHMARK: 64, "test": 4}
+# A run planned from the ones before may take this share of --timeout: the
+# estimate is a straight line, and the machine may be busier then.
+TIMEOUT_SHARE = 0.5
+# Below this much wall time added by the calibration's ops, the time per op
+# is not estimated from wall time (process start-up varies by more).
+MEASURABLE_EXTRA_S = 1.0
 GOROUTINE_BYTES = 4096        # a blocked goroutine's stack and descriptor, roughly
 
 
@@ -88,14 +96,43 @@ class Budget:
 
     ops: int
     reason: str
+    ceiling: int | None = None   # no run may pass it, not even to settle an undecided shape
+    ceiling_reason: str = ""
 
 
-def growth_budget(calibration: RunPoint, ns_per_op: float, settings: BenchSettings) -> Budget:
+def calibration_ops(first: RunPoint, kind: str, settings: BenchSettings) -> int:
+    """The calibration run's size: the usual one, unless the run at 1 op
+    (its set-up included, so an upper bound per op) says that many would
+    take more than a quarter of --timeout (DuckDB's BenchmarkTypes: 5 s)."""
+    usual = CALIBRATION_OPS[kind]
+    if first.elapsed_s <= 0 or first.elapsed_s * usual <= settings.run_timeout_s / 4:
+        return usual
+    return max(2, min(usual, int(settings.run_timeout_s / 4 / first.elapsed_s)))
+
+
+def timeout_ops(first: RunPoint, calibration: RunPoint, settings: BenchSettings) -> int | None:
+    """The most ops a run can do within TIMEOUT_SHARE of --timeout, from the
+    wall time the calibration run added per op over the run at 1 op."""
+    extra_ops = calibration.ops - first.ops
+    extra_s = calibration.elapsed_s - first.elapsed_s
+    if extra_ops <= 0 or extra_s < MEASURABLE_EXTRA_S:
+        return None   # a fast benchmark: start-up noise would swamp the estimate, and time is no limit
+    per_op_s = extra_s / extra_ops
+    return max(first.ops, int(first.ops + (settings.run_timeout_s * TIMEOUT_SHARE - first.elapsed_s) / per_op_s))
+
+
+def growth_budget(calibration: RunPoint, ns_per_op: float, settings: BenchSettings,
+                  max_ops_in_time: int | None = None) -> Budget:
     """The largest run that stays within the time, memory, fd and thread
-    budgets, given what the calibration run grew per operation."""
+    budgets, given what the calibration run grew per operation; and, when
+    known, within the ops that fit in part of --timeout."""
     ops = max(calibration.ops, 1)
     limits = [Budget(int(settings.run_seconds * 1e9 / max(ns_per_op, 1.0)), f"{settings.run_seconds:g}s per run"),
               Budget(settings.max_n, "the size cap")]
+    floor = 4 * ops   # enough spread to fit a line, even past the time per run
+    if max_ops_in_time is not None:
+        limits.append(Budget(max_ops_in_time, f"{TIMEOUT_SHARE:.0%} of --timeout ({settings.run_timeout_s:g}s)"))
+        floor = min(floor, max_ops_in_time)
     memory_per_op = max(calibration.c_bytes or 0, calibration.go_heap_bytes or 0, calibration.rss_bytes or 0,
                         (calibration.goroutines or 0) * GOROUTINE_BYTES, 0) / ops
     if memory_per_op > 0:
@@ -109,7 +146,8 @@ def growth_budget(calibration: RunPoint, ns_per_op: float, settings: BenchSettin
     if threads_per_op > 0:
         limits.append(Budget(int(2000 / threads_per_op), "2000 threads"))
     tightest = min(limits, key=lambda b: b.ops)
-    return Budget(max(4 * ops, tightest.ops), tightest.reason)
+    return Budget(max(floor, tightest.ops), tightest.reason, max_ops_in_time,
+                  f"{TIMEOUT_SHARE:.0%} of --timeout ({settings.run_timeout_s:g}s)")
 
 
 def planned_sizes(budget: Budget) -> list[int]:
@@ -191,13 +229,13 @@ def measure_one(target: BenchTarget, settings: BenchSettings, progress: AuditPro
         first = first_run or run(1)
         if not first.ok:
             return failed(first)
-        calibration_ops = CALIBRATION_OPS[target.kind]
-        calibration = run(calibration_ops)
+        calibration_n = calibration_ops(first, target.kind, settings)
+        calibration = run(calibration_n)
         if not calibration.ok:
             return failed(calibration)
-        ns_per_op = calibration.ns_per_op or calibration.elapsed_s * 1e9 / calibration_ops
-        budget = growth_budget(calibration, ns_per_op, settings)
-        sizes = [n for n in planned_sizes(budget) if n > calibration_ops]
+        ns_per_op = calibration.ns_per_op or calibration.elapsed_s * 1e9 / calibration_n
+        budget = growth_budget(calibration, ns_per_op, settings, timeout_ops(first, calibration, settings))
+        sizes = [n for n in planned_sizes(budget) if n > calibration_n]
     failure = _run_sizes(run, sizes)
     if failure is not None:
         # Out of fds or memory part-way: decide from the runs that finished,
@@ -223,6 +261,9 @@ def measure_one(target: BenchTarget, settings: BenchSettings, progress: AuditPro
         if largest * 2 > budget.ops * 4:
             notes.append(f"larger runs would exceed {budget.reason}")
             break
+        if budget.ceiling is not None and largest * 2 > budget.ceiling:
+            notes.append(f"larger runs would exceed {budget.ceiling_reason}")
+            break
         point = run(largest * 2)
         if not point.ok:
             notes.append(f"the run at {point.n} ops {point.status}: verdict from the runs before it")
@@ -231,6 +272,11 @@ def measure_one(target: BenchTarget, settings: BenchSettings, progress: AuditPro
         extensions += 1
     if verdicts.undecided:
         notes.append("undecided after the largest runs: " + ", ".join(verdicts.undecided))
+    if settings.platform.emulated:
+        # Sizes were planned from them, but an emulator's timings are not
+        # the hardware's: they are never reported.
+        for point in points:
+            point.ns_per_op = None
     result = BenchResult(package=target.package.import_path, name=target.full_name, verdicts=verdicts,
                          growth=growth, points=points, notes=notes)
     if settings.stacks != "off" and analysis.CGO_LEAK in verdicts.all:
@@ -269,7 +315,10 @@ def _failure_detail(point: RunPoint) -> str:
     if point.record is None:
         return ""
     line = failure_line(point.record.stdout + "\n" + point.record.stderr)
-    return f": {line}" if line else ""
+    if not line:
+        return ""
+    # Go names the probe's wrapper; the user knows their benchmark's own name.
+    return ": " + line.replace(WRAPPER_PREFIX, "Benchmark").replace(TEST_WRAPPER_PREFIX, "Test")
 
 
 def measure_all(targets: Sequence[BenchTarget], settings: BenchSettings, progress: AuditProgress
@@ -302,7 +351,7 @@ def packages_to_audit(settings: BenchSettings) -> list[tuple[Path, list]]:
 
 def audit_benchmarks(settings: BenchSettings, progress: AuditProgress | None = None) -> AuditReport:
     progress = progress or NoProgress()
-    build_shim()  # fail early, with its own message, if the shim cannot be built
+    build_shim(settings.platform.shim_cc)  # fail early, with its own message, if the shim cannot be built
     modules = packages_to_audit(settings)
     if not any(packages for _, packages in modules):
         raise AuditError(f"no Go packages match {' '.join(settings.patterns)} in {settings.directory}")

@@ -41,10 +41,12 @@ class DemoResult:
 
 
 def fixtures_dir() -> Path:
-    for candidate in (PACKAGE_DIR.parent / "go_fixtures", Path.cwd() / "go_fixtures"):
+    # The checkout's fixtures, else the copy an installed package carries (setup.py).
+    for candidate in (PACKAGE_DIR.parent / "go_fixtures", PACKAGE_DIR / "_demo", Path.cwd() / "go_fixtures"):
         if (candidate / "cmd" / "leakyserver").is_dir():
             return candidate
-    raise AuditError("the demo needs the bundled go_fixtures/ (run it from a checkout of cgo-audit)")
+    raise AuditError("the demo's Go service is not installed (cgo_audit/_demo): reinstall cgo-audit, "
+                     "or run the demo from a checkout")
 
 
 def free_port() -> int:

@@ -21,7 +21,7 @@ from cgo_audit.model import ProgramResult, ProgramSample
 from cgo_audit.shim.build import build_shim
 from cgo_audit.shim.region import CHeap
 from cgo_audit.toolchain.endpoint import EndpointPoller
-from cgo_audit.toolchain.gotool import link_info
+from cgo_audit.toolchain.gotool import has_linked_shim, link_info, unreachable_static_cgo
 from cgo_audit.toolchain.layout import LayoutUnavailable, read_layout
 from cgo_audit.verdicts import analysis
 from cgo_audit.verdicts.sites import RunStacks, sites_over_window, stack_deltas
@@ -113,12 +113,16 @@ def audit_program(settings: RunSettings, progress: Progress = lambda _: None) ->
     missing: list[str] = []
     env: dict[str, str] = {}
     link = link_info(program)
-    if link.is_elf and not link.dynamic:
+    unreachable = unreachable_static_cgo(program)
+    if unreachable is not None:
+        raise AuditError(unreachable)
+    linked_in = link.is_elf and not link.dynamic and has_linked_shim(program)
+    if link.is_elf and not link.dynamic and not linked_in:
         missing.append(f"C heap: {program.name} is statically linked, so LD_PRELOAD cannot reach it "
                        "(a Go binary without cgo: its C heap cannot leak from Go code)")
     if settings.stacks != "off":
         env.update(CGO_AUDIT_STACKS=settings.stacks, CGO_AUDIT_SAMPLE_BYTES=str(settings.sample_bytes))
-    if link.is_elf and link.dynamic:
+    if link.is_elf and (link.dynamic or linked_in):
         try:
             env["CGO_AUDIT_GO_LAYOUT"] = read_layout(program).environment_value()
         except LayoutUnavailable:
@@ -177,7 +181,7 @@ def audit_program(settings: RunSettings, progress: Progress = lambda _: None) ->
                 poller.__exit__(None, None, None)
     if load is not None and load.completed == 0:
         missing.append(f"requests: the load never got an answer ({load.last_error or 'no connection'})")
-    if not any(record.preload_active for record, _ in starts) and link.dynamic:
+    if not any(record.preload_active for record, _ in starts) and (link.dynamic or linked_in):
         missing.append("C heap: the shim never started in the program (LD_PRELOAD not honoured)")
     if poller is not None and not any(s.goroutines is not None for s in samples):
         missing.append(f"goroutines and Go heap: the pprof endpoint never answered ({poller.last_error})")

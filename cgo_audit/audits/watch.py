@@ -6,6 +6,7 @@ are missing and why."""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from cgo_audit.measure.sampler import sample_process
 from cgo_audit.model import ProgramResult, ProgramSample
 from cgo_audit.shim.region import Region, latest_region_of
 from cgo_audit.toolchain.endpoint import EndpointPoller
+from cgo_audit.toolchain.gotool import unreachable_static_cgo
 from cgo_audit.units import format_bytes
 
 SHIM_NAME = "libcgoaudit"
@@ -32,6 +34,7 @@ class WatchSettings:
     duration_s: float | None = None          # None: until Ctrl-C or the process ends
     interval_s: float = 1.0
     pprof_url: str | None = None
+    attach_refusal: str | None = None        # why the shim was not attached, when it was not
 
 
 def region_of(pid: int) -> tuple[Path | None, str | None]:
@@ -52,6 +55,22 @@ def region_of(pid: int) -> tuple[Path | None, str | None]:
     return path, None
 
 
+def attach_refusal(pid: int, refused: bool) -> str | None:
+    """None when `watch` should attach the shim to pid; else why it does not
+    (started under the shim already, --no-attach, or attach impossible)."""
+    from cgo_audit.shim.target import check_target
+
+    if region_of(pid)[0] is not None or not os.path.isdir(f"/proc/{pid}"):
+        return "" if os.path.isdir(f"/proc/{pid}") else None
+    if refused:
+        return "attaching was refused (--no-attach)"
+    try:
+        check_target(pid)
+    except AuditError as exc:
+        return f"attach impossible: {exc}"
+    return None
+
+
 Update = Callable[[Sequence[ProgramSample], Sequence[str]], None]
 
 
@@ -66,7 +85,13 @@ def watch_process(settings: WatchSettings, on_update: Update = lambda _s, _m: No
     missing: list[str] = []
     region_path, why = region_of(settings.pid)
     if region_path is None:
-        missing.append(f"C heap: {why}")
+        try:
+            unreachable = unreachable_static_cgo(Path(os.readlink(f"/proc/{settings.pid}/exe")))
+        except OSError:
+            unreachable = None
+        if unreachable is not None:
+            raise AuditError(unreachable)
+        missing.append(f"C heap: {why}" + (f"; {settings.attach_refusal}" if settings.attach_refusal else ""))
     if not settings.pprof_url:
         missing.append("goroutines and Go heap: no --pprof-url (serve net/http/pprof and pass its address)")
     region = Region(region_path) if region_path else None

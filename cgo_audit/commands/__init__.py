@@ -11,16 +11,18 @@ from __future__ import annotations
 import argparse
 from types import ModuleType
 
-from cgo_audit.commands import baseline, bench, build_shim, demo, exec_binary, run, watch
+from cgo_audit.commands import attach, baseline, bench, build_shim, demo, exec_binary, init, run, watch
 
 # In the order `cgo-audit --help` lists them.
 COMMANDS: dict[str, ModuleType] = {
     "bench": bench,
     "run": run,
     "watch": watch,
+    "attach": attach,
     "baseline": baseline,
     "exec": exec_binary,
     "demo": demo,
+    "init": init,
     "build-shim": build_shim,
 }
 

@@ -40,6 +40,8 @@ def prepare_parser(parser: argparse.ArgumentParser) -> None:
                         help="allocation stacks for leak sites: every allocation (default), sampled, or off")
     parser.add_argument("--sample-bytes", type=positive_count, default=512 * 1024,
                         help="with --stacks sampled: mean bytes between samples (default 512 KiB, like Go)")
+    parser.add_argument("--goarch", help="build for this GOARCH (arm64) with its C cross-compiler, and run "
+                        "under qemu-user when the host is not one (see docs/platforms.md)")
     add_policy_options(parser)
     add_output_options(parser, quiet_help="only leaks, errors and the summary", junit=True)
     parser.add_argument("--pprof", type=pprof_file, metavar="FILE",
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         directory=args.dir.resolve(), bench_regex=args.bench, sizes=args.sizes,
         run_seconds=args.run_seconds, run_timeout_s=args.timeout,
         tags=[t for t in args.tags.split(",") if t], go_flags=shlex.split(args.go_flags),
-        probe=not args.no_probe, stacks=args.stacks, sample_bytes=args.sample_bytes)
+        probe=not args.no_probe, stacks=args.stacks, sample_bytes=args.sample_bytes, goarch=args.goarch)
     if console.is_terminal and not args.quiet:
         from cgo_audit.report.progress import BarProgress
 

@@ -24,10 +24,13 @@ import psutil
 from cgo_audit.errors import AuditError
 from cgo_audit.measure.sampler import ExecutableMapping, ProcessSample, read_maps, sample_process
 from cgo_audit.shim.region import CHeap, Region, RegionInfo, StackMode, StackRecord, latest_region_of, region_files
+from cgo_audit.toolchain.platform import NATIVE, Platform
 
 PROBE_FDS_ENV = "CGO_AUDIT_PROBE_FDS"
 # The line of a Go program's output that says how it failed.
 FAILURE_LINE = re.compile(r"^(--- FAIL|panic:|fatal error:|SIG[A-Z]+: )")
+# A message go test logs under a --- FAIL line: indented "file_test.go:N: text".
+LOGGED_MESSAGE = re.compile(r"^\s+(?:(\S+\.go:\d+: .*\S)|\S.*)$")
 REGION_DIR_ENV = "CGO_AUDIT_DIR"
 
 
@@ -111,8 +114,9 @@ class ShimSession:
     """A directory the shim writes its regions into, and the environment that
     preloads it. Use as a context manager: the directory goes with it."""
 
-    def __init__(self, shim: Path, keep: bool = False) -> None:
+    def __init__(self, shim: Path, keep: bool = False, platform: Platform = NATIVE) -> None:
         self.shim = Path(shim)
+        self.platform = platform
         base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
         self.directory = Path(tempfile.mkdtemp(prefix="cgo-audit-", dir=base))
         self.keep = keep
@@ -120,11 +124,16 @@ class ShimSession:
     def environment(self, base: Mapping[str, str] | None = None,
                     extra: Mapping[str, str] | None = None) -> dict[str, str]:
         env = dict(os.environ if base is None else base)
-        preload = env.get("LD_PRELOAD", "").strip()
-        env["LD_PRELOAD"] = f"{self.shim} {preload}".strip()
+        if not self.platform.emulated:   # an emulated guest gets it from command()
+            preload = env.get("LD_PRELOAD", "").strip()
+            env["LD_PRELOAD"] = f"{self.shim} {preload}".strip()
         env[REGION_DIR_ENV] = str(self.directory)
         env.update(extra or {})
         return env
+
+    def command(self, argv: Sequence[str]) -> list[str]:
+        """argv as launched on the session's platform (under qemu-user when emulated)."""
+        return self.platform.command(argv, self.shim)
 
     def main_cheap(self, pid: int) -> CHeap | None:
         """Live C heap of pid's current image, or None before its region exists."""
@@ -219,7 +228,7 @@ def run_target(argv: Sequence[str], session: ShimSession, *, cwd: str | os.PathL
         pass_fds = (probe_write, ack_read)
     started = time.monotonic()
     try:
-        proc = subprocess.Popen(list(argv), cwd=cwd, env=session.environment(extra=extra),
+        proc = subprocess.Popen(session.command(argv), cwd=cwd, env=session.environment(extra=extra),
                                 stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 pass_fds=pass_fds, start_new_session=True)
     except FileNotFoundError:
@@ -260,10 +269,38 @@ def run_target(argv: Sequence[str], session: ShimSession, *, cwd: str | os.PathL
 
 def failure_line(output: str) -> str | None:
     """The first line of a Go program's output that says how it failed (not
-    the register dump a crash report ends with)."""
-    for line in output.splitlines():
+    the register dump a crash report ends with). A test's "--- FAIL: X" line
+    carries the first message logged under it ("x_test.go:12: PAYLOAD env
+    was not set"): the name alone does not say why."""
+    lines = output.splitlines()
+    for index, line in enumerate(lines):
         if FAILURE_LINE.match(line.strip()):
-            return line.strip()
+            said = line.strip()
+            if said.startswith("--- FAIL"):
+                # Under the line without -test.v; streamed before it with -test.v.
+                message = _logged_message(lines[index + 1:]) or _logged_message(_block_above(lines, index))
+                if message:
+                    said = f"{said.split(' (')[0]}: {message}"
+            return said
+    return None
+
+
+def _block_above(lines: Sequence[str], index: int) -> list[str]:
+    """The indented lines right above lines[index], top down."""
+    start = index
+    while start > 0 and lines[start - 1][:1].isspace():
+        start -= 1
+    return list(lines[start:index])
+
+
+def _logged_message(lines: Sequence[str]) -> str | None:
+    """The first t.Log/b.Fatal message indented under a --- FAIL line."""
+    for line in lines:
+        match = LOGGED_MESSAGE.match(line)
+        if match is None:
+            return None
+        if match.group(1):
+            return match.group(1).strip()
     return None
 
 
@@ -331,7 +368,7 @@ def _watch(proc: subprocess.Popen[bytes], record: RunRecord, session: ShimSessio
         if not gone and now >= next_sample:
             if span is None:
                 span = session.main_span(proc.pid)
-            maps = read_maps(proc.pid)
+            maps = read_maps(proc.pid, not session.platform.emulated)
             if maps:
                 record.maps = maps
             sample = sample_process(ps_proc, elapsed, span)
@@ -364,7 +401,7 @@ def _watch(proc: subprocess.Popen[bytes], record: RunRecord, session: ShimSessio
                     line, _, rest = bytes(buffers[fd]).partition(b"\n")
                     buffers[fd] = bytearray(rest)
                     snap = _probe_snapshot(line, session, proc.pid, ps_proc, time.monotonic() - started, span)
-                    maps = read_maps(proc.pid)
+                    maps = read_maps(proc.pid, not session.platform.emulated)
                     if maps:
                         record.maps = maps
                     if snap is not None:

@@ -80,14 +80,17 @@ class ExecutableMapping:
     path: str
 
 
-def read_maps(pid: int) -> list[ExecutableMapping]:
-    """The executable, file-backed mappings of pid (empty once it has gone)."""
+def read_maps(pid: int, executable_only: bool = True) -> list[ExecutableMapping]:
+    """The executable, file-backed mappings of pid (empty once it has gone).
+    Under qemu-user the guest's code is mapped readable but not executable
+    on the host (qemu runs its translation instead): executable_only=False
+    takes every file-backed mapping, which is enough to place a guest PC."""
     mappings = []
     try:
         with open(f"/proc/{pid}/maps") as maps:
             for line in maps:
                 parts = line.split(maxsplit=5)
-                if len(parts) < 6 or "x" not in parts[1] or not parts[5].startswith("/"):
+                if len(parts) < 6 or (executable_only and "x" not in parts[1]) or not parts[5].startswith("/"):
                     continue
                 low, _, high = parts[0].partition("-")
                 mappings.append(ExecutableMapping(int(low, 16), int(high, 16), int(parts[2], 16), parts[5].strip()))

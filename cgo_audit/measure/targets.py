@@ -12,9 +12,19 @@ from typing import Sequence
 
 from cgo_audit.errors import AuditError
 from cgo_audit.model import BENCH_LINE, SKIP_LINE, PackageOutcome
-from cgo_audit.toolchain.gotool import GoBuildError, GoPackage, build_test_binary, link_info, list_tests
+from cgo_audit.shim.build import build_static_shim, static_link_flags
+from cgo_audit.toolchain.gotool import (
+    GoBuildError,
+    GoPackage,
+    build_test_binary,
+    cgo_compiler,
+    has_cgo,
+    link_info,
+    list_tests,
+)
 from cgo_audit.toolchain.layout import LayoutUnavailable, read_layout
 from cgo_audit.toolchain.modcache import in_module_cache, writable_copy
+from cgo_audit.toolchain.platform import Platform, for_goarch, is_musl, shim_compiler_for
 from cgo_audit.toolchain.probe import is_wrapper, locate_benchmarks, wrapper_name, write_overlay
 
 BENCHMARK, TEST = "benchmark", "test"
@@ -43,20 +53,29 @@ class BenchSettings:
     sample_interval_s: float = 0.05
     jobs: int = os.cpu_count() or 1
     keep_work: bool = False
+    goarch: str | None = None               # build for and run on this GOARCH (None: the host's)
+    static_shim: Path | None = None         # link this shim archive in (a statically linked test binary)
+
+    @property
+    def platform(self) -> Platform:
+        return for_goarch(self.goarch)
 
     def as_dict(self) -> dict[str, object]:
         return {"patterns": list(self.patterns), "directory": str(self.directory),
                 "bench": self.bench_regex, "sizes": list(self.sizes) if self.sizes else None,
                 "run_seconds": self.run_seconds, "tags": list(self.tags), "probe": self.probe,
-                "stacks": self.stacks, "jobs": self.jobs}
+                "stacks": self.stacks, "jobs": self.jobs, "goarch": self.platform.goarch}
 
     def build_env(self) -> dict[str, str]:
         """C and C++ compiled with frame pointers, so the stack walk can name
         their frames too."""
-        if self.stacks == "off":
-            return {}
-        return {name: f"{os.environ.get(name, '-O2 -g')} -fno-omit-frame-pointer"
-                for name in ("CGO_CFLAGS", "CGO_CXXFLAGS")}
+        env = self.platform.build_env()
+        if self.static_shim is not None:
+            env["CGO_LDFLAGS"] = f"{os.environ.get('CGO_LDFLAGS', '')} {static_link_flags(self.static_shim)}".strip()
+        if self.stacks != "off":
+            env.update({name: f"{os.environ.get(name, '-O2 -g')} -fno-omit-frame-pointer"
+                        for name in ("CGO_CFLAGS", "CGO_CXXFLAGS")})
+        return env
 
 
 @dataclass
@@ -72,6 +91,7 @@ class BenchTarget:
     go_layout: str | None = None      # CGO_AUDIT_GO_LAYOUT for the stack walk
     preloadable: bool = True          # dynamically linked: the shim can count its C heap
     sub: tuple[str, ...] = ()         # a sub-benchmark's path below the top-level one
+    shim_cc: str | None = None        # the compiler of the shim it needs (musl-gcc for musl; None: default)
 
     @property
     def listed_name(self) -> str:
@@ -150,9 +170,10 @@ def _build(package: GoPackage, settings: BenchSettings, output: Path, overlay: P
                              env=settings.build_env())
 
 
-def _listed(binary: Path, package: GoPackage, kind: str) -> list[str]:
+def _listed(binary: Path, package: GoPackage, kind: str, settings: BenchSettings) -> list[str]:
     prefix = "Benchmark" if kind == BENCHMARK else "Test"
-    return [name for name in list_tests(binary, package.dir, f"^{prefix}") if not is_wrapper(name)]
+    return [name for name in list_tests(binary, package.dir, f"^{prefix}", launcher=settings.platform.launcher())
+            if not is_wrapper(name)]
 
 
 def _chosen(names: Sequence[str], settings: BenchSettings) -> tuple[str, list[str]]:
@@ -176,7 +197,8 @@ def _probed_build(package: GoPackage, settings: BenchSettings, workdir: Path, na
         binary = _build(package, settings, workdir / f"{safe}.test", overlay)
     except GoBuildError as exc:
         return str(exc)
-    listed = set(list_tests(binary, package.dir, "^(Benchmark|Test)_cgoaudit_"))
+    listed = set(list_tests(binary, package.dir, "^(Benchmark|Test)_cgoaudit_",
+                            launcher=settings.platform.launcher()))
     return binary, {n for n in names if wrapper_name(n) in listed}
 
 
@@ -194,10 +216,11 @@ def build_package(package: GoPackage, settings: BenchSettings, workdir: Path
         built = _probed_build(package, settings, workdir, located) if located else None
         if isinstance(built, tuple):
             binary, wrapped = built
-            kind, names = _chosen(_listed(binary, package, BENCHMARK) + _listed(binary, package, TEST), settings)
+            listed = _listed(binary, package, BENCHMARK, settings) + _listed(binary, package, TEST, settings)
+            kind, names = _chosen(listed, settings)
             return binary, kind, names, wrapped, []
     plain = _build(package, settings, workdir / f"{_safe(package.import_path)}.plain.test")
-    existing = _listed(plain, package, BENCHMARK) + _listed(plain, package, TEST)
+    existing = _listed(plain, package, BENCHMARK, settings) + _listed(plain, package, TEST, settings)
     kind, names = _chosen(existing, settings)
     if settings.probe and names:
         built = _probed_build(package, settings, workdir, existing)
@@ -224,17 +247,27 @@ def prepare_package(package: GoPackage, settings: BenchSettings, workdir: Path
             copied = f", built from the module cache, where the probe cannot be added ({exc})"
     try:
         binary, kind, names, wrapped, notes = build_package(package, settings, workdir)
+        link = link_info(binary)
+        static_cgo = link.is_elf and not link.dynamic and has_cgo(binary)
+        if static_cgo:
+            # LD_PRELOAD cannot reach a static executable: build it again
+            # with the shim linked in, as the C heap's allocator.
+            archive = build_static_shim(cgo_compiler(package.dir, settings.build_env()))
+            binary, kind, names, wrapped, notes = build_package(package, replace(settings, static_shim=archive),
+                                                                workdir)
+            notes.append("statically linked with cgo: cgo-audit linked its shim into the test binary "
+                         "(ld --wrap for each allocator entry point), since LD_PRELOAD cannot reach it")
     except GoBuildError as exc:
         return [], PackageOutcome(path, "build-failed", str(exc))
     except AuditError as exc:
         return [], PackageOutcome(path, "build-failed", str(exc))
     if not names:
         return [], PackageOutcome(path, "no-benchmarks", f"nothing matches {settings.bench_regex!r}")
-    link = link_info(binary)
     layout = None
-    if not link.dynamic:
-        notes.append("no cgo: the test binary is statically linked, so LD_PRELOAD cannot reach it and its C "
-                     "heap cannot leak from Go code; the other causes are still checked")
+    if not link.dynamic and not static_cgo:
+        notes.append("no cgo: the test binary is statically linked, so LD_PRELOAD cannot reach it, and has no "
+                     "C code: its C heap is not measured, as it cannot leak from Go code; the other causes are "
+                     "still checked")
     else:
         try:
             read = read_layout(binary)
@@ -245,12 +278,22 @@ def prepare_package(package: GoPackage, settings: BenchSettings, workdir: Path
         except LayoutUnavailable as exc:
             if settings.stacks != "off":
                 notes.append(f"Go frames cannot be named: the test binary {exc}; leak sites show C frames only")
+    platform_note = settings.platform.note()
+    if platform_note:
+        notes.append(platform_note)
     if kind == TEST and settings.only != TEST:
         notes.append("no benchmarks: audited by running this test at several -test.count values")
-    targets = [BenchTarget(package, name, binary, name in wrapped, kind, list(notes), layout, link.dynamic)
-               for name in names]
+    try:
+        shim_cc = shim_compiler_for(settings.platform, link.interpreter)
+    except AuditError as exc:
+        return [], PackageOutcome(path, "build-failed", str(exc))
+    if is_musl(link.interpreter):
+        notes.append(f"linked against musl ({link.interpreter}): the shim is built with {shim_cc}")
+    targets = [BenchTarget(package, name, binary, name in wrapped, kind, list(notes), layout,
+                           link.dynamic or static_cgo, shim_cc=shim_cc) for name in names]
     for target in targets:
         if settings.probe and not target.probed and not any("probe" in n for n in notes):
             target.notes.append("the probe could not wrap this one: figures are taken at exit")
-    detail = f"{len(targets)} {kind}(s)" + ("" if link.dynamic else ", no cgo") + copied
+    linkage = "" if link.dynamic else ", static, shim linked in" if static_cgo else ", no cgo"
+    detail = f"{len(targets)} {kind}(s)" + linkage + copied
     return targets, PackageOutcome(path, "audited", detail)

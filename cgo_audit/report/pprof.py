@@ -11,18 +11,16 @@ from __future__ import annotations
 import gzip
 import time
 from pathlib import Path
-from typing import Any
 
 from cgo_audit.model import AuditReport, BenchResult, RunPoint
-from cgo_audit.report.pprofschema import profile_module
+from cgo_audit.report.profileproto import Function, Label, Line, Location, Mapping, Profile, Sample, ValueType
 from cgo_audit.verdicts.sites import ShownFrame, readable, unsample
 from cgo_audit.verdicts.symbolize import Symbolizer
 
 
 class _Builder:
-    def __init__(self, pb: Any) -> None:
-        self.pb = pb
-        self.profile = pb.Profile()
+    def __init__(self) -> None:
+        self.profile = Profile()
         self.strings: dict[str, int] = {}
         self.functions: dict[tuple[str, str], int] = {}
         self.locations: dict[tuple[int, str, int, bool], int] = {}
@@ -41,11 +39,11 @@ class _Builder:
             return 0
         key = (found.start, found.path)
         if key not in self.mappings:
-            mapping = self.profile.mapping.add(id=len(self.profile.mapping) + 1, memory_start=found.start,
-                                               memory_limit=found.end, file_offset=found.offset,
-                                               filename=self.string(found.path), has_functions=True,
-                                               has_filenames=True, has_line_numbers=True,
-                                               has_inline_frames=True)
+            mapping = Mapping(id=len(self.profile.mapping) + 1, memory_start=found.start,
+                              memory_limit=found.end, file_offset=found.offset,
+                              filename=self.string(found.path), has_functions=True,
+                              has_filenames=True, has_line_numbers=True, has_inline_frames=True)
+            self.profile.mapping.append(mapping)
             self.mappings[key] = mapping.id
         return self.mappings[key]
 
@@ -54,14 +52,15 @@ class _Builder:
         if key not in self.locations:
             fkey = (frame.function, frame.file)
             if fkey not in self.functions:
-                function = self.profile.function.add(id=len(self.profile.function) + 1,
-                                                     name=self.string(frame.function),
-                                                     system_name=self.string(frame.function),
-                                                     filename=self.string(frame.file or "cgo"))
+                function = Function(id=len(self.profile.function) + 1, name=self.string(frame.function),
+                                    system_name=self.string(frame.function),
+                                    filename=self.string(frame.file or "cgo"))
+                self.profile.function.append(function)
                 self.functions[fkey] = function.id
-            location = self.profile.location.add(id=len(self.profile.location) + 1, address=frame.address,
-                                                 mapping_id=self.mapping(symbolizer, frame.address))
-            location.line.add(function_id=self.functions[fkey], line=frame.line)
+            location = Location(id=len(self.profile.location) + 1, address=frame.address,
+                                mapping_id=self.mapping(symbolizer, frame.address),
+                                line=[Line(function_id=self.functions[fkey], line=frame.line)])
+            self.profile.location.append(location)
             self.locations[key] = location.id
         return self.locations[key]
 
@@ -71,14 +70,12 @@ def _largest_run(result: BenchResult) -> RunPoint | None:
     return max(runs, key=lambda p: p.ops) if runs else None
 
 
-def build_profile(report: AuditReport) -> Any:
-    pb = profile_module()
-    builder = _Builder(pb)
+def build_profile(report: AuditReport) -> Profile:
+    builder = _Builder()
     profile = builder.profile
     for kind, unit in (("inuse_objects", "count"), ("inuse_space", "bytes")):
-        profile.sample_type.add(type=builder.string(kind), unit=builder.string(unit))
-    profile.period_type.type = builder.string("space")
-    profile.period_type.unit = builder.string("bytes")
+        profile.sample_type.append(ValueType(type=builder.string(kind), unit=builder.string(unit)))
+    profile.period_type = ValueType(type=builder.string("space"), unit=builder.string("bytes"))
     profile.default_sample_type = builder.string("inuse_space")
     profile.time_nanos = time.time_ns()
     profile.comment.append(builder.string("cgo-audit: C-heap growth over each leaking benchmark's largest run"))
@@ -95,10 +92,10 @@ def build_profile(report: AuditReport) -> Any:
                 continue
             bytes_, count = unsample(grown, allocs, result.sample_period_bytes)
             stack = readable(record, symbolizer)
-            sample = profile.sample.add(location_id=[builder.location(f, symbolizer) for f in stack.frames],
-                                        value=[round(count), round(bytes_)])
-            sample.label.add(key=builder.string("benchmark"), str=builder.string(f"{result.package}.{result.name}"))
-            sample.label.add(key=builder.string("ops"), num=run.ops, num_unit=builder.string("count"))
+            labels = [Label(key=builder.string("benchmark"), str=builder.string(f"{result.package}.{result.name}")),
+                      Label(key=builder.string("ops"), num=run.ops, num_unit=builder.string("count"))]
+            profile.sample.append(Sample(location_id=[builder.location(f, symbolizer) for f in stack.frames],
+                                         value=[round(count), round(bytes_)], label=labels))
     profile.period = period
     return profile
 

@@ -63,6 +63,11 @@ def verdict_text(result: Findings) -> str:
     return f"[{style}]{escape(text)}[/]"
 
 
+def _listed(names: list[str]) -> str:
+    """"a, b and c"."""
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names) or "nothing else"
+
+
 def _shape_words(growth: Growth, points: str = "runs") -> str:
     count = len(growth.segment_per_op) + 1
     return f"{growth.shape} over {count} {points}, r\u00b2 {growth.r2:.3f}"
@@ -96,9 +101,15 @@ def evidence(result: Findings) -> list[str]:
         lines.append(f"the Go heap grows {format_bytes(result.per_op(GO_HEAP.key))}/op after a forced GC: "
                      "something keeps references (go tool pprof -inuse_space shows where).")
     if analysis.RSS_UNEXPLAINED in verdicts:
-        lines.append(f"RSS grows {format_bytes(result.per_op(RSS.key))}/op while the C heap, Go heap, "
-                     "goroutines and fds stay flat: likely allocator fragmentation, mmap'd memory "
-                     "or thread stacks.")
+        # Only what was measured can be called flat (a static binary's C heap may not be).
+        others = ((C_BYTES.key, "the C heap"), (GO_HEAP.key, "Go heap"), (GOROUTINES.key, "goroutines"),
+                  (FDS.key, "fds"))
+        flat = [name for key, name in others if key in growth]
+        unmeasured = [name for key, name in others if key not in growth]
+        line = f"RSS grows {format_bytes(result.per_op(RSS.key))}/op while {_listed(flat)} stay flat"
+        if unmeasured:
+            line += f" ({_listed(unmeasured)} {'was' if len(unmeasured) == 1 else 'were'} not measured)"
+        lines.append(line + ": likely allocator fragmentation, mmap'd memory or thread stacks.")
     c_peak = growth.get(analysis.C_PEAK.key)
     c_live = growth.get(C_BYTES.key)
     if (c_peak is not None and c_peak.leaking and c_live is not None and not c_live.leaking):

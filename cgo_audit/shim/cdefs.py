@@ -29,3 +29,12 @@ def shim_ffi() -> cffi.FFI:
     for header in HEADERS:
         ffi.cdef(cdef_text(header))
     return ffi
+
+
+@lru_cache(maxsize=None)
+def region_constant(name: str) -> int:
+    """An integer #define of the region header (cffi's ABI mode keeps none)."""
+    match = re.search(rf"^#define {re.escape(name)} (\w+)\s*$", cdef_text("cgo_audit_region.h"), re.M)
+    if match is None:
+        raise RuntimeError(f"cgo_audit_region.h defines no {name}")
+    return int(match.group(1), 0)

@@ -6,14 +6,20 @@ from __future__ import annotations
 import mmap
 import os
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from cgo_audit.shim.cdefs import shim_ffi
+from cgo_audit.errors import AuditError
+from cgo_audit.shim.cdefs import region_constant, shim_ffi
 
 REGION_NAME = re.compile(r"^cgo-audit\.(\d+)\.(\d+)\.region$")
 MAGIC = 0x544944554130474F
+# The header's first fields, which no layout version moves: magic,
+# layout_version, header_size, region_size. Any reader can tell from them
+# whether a region is of its own layout.
+_IDENTITY = struct.Struct("=QIIQ")
 COUNTER_FIELDS = ("allocs", "frees", "alloc_bytes", "free_bytes", "thread_start_allocs",
                   "thread_start_frees", "thread_start_alloc_bytes", "thread_start_free_bytes")
 
@@ -137,6 +143,25 @@ def read_cheap(region: Any) -> CHeap:
         shim_table_bytes=int(header.table_bytes))
 
 
+def check_layout(path: Path, magic: int, version: int, header_size: int, region_size: int) -> None:
+    """Refuses a published region whose layout is not the reader's own: a shim
+    from another cgo-audit version (CGO_AUDIT_SHIM, or a program started under
+    an older install) would otherwise be read with the wrong offsets."""
+    if magic == 0:
+        return  # not published yet (the shim stores the magic last)
+    ffi = shim_ffi()
+    ours = (MAGIC, region_constant("CGO_AUDIT_LAYOUT_VERSION"),
+            ffi.sizeof("struct cgo_audit_header"), ffi.sizeof("struct cgo_audit_region"))
+    if (magic, version, header_size, region_size) == ours:
+        return
+    if magic != MAGIC:
+        raise AuditError(f"{path} is not a cgo-audit region (magic {magic:#x})")
+    raise AuditError(
+        f"{path} was written by a shim of region layout {version} ({header_size}-byte header, "
+        f"{region_size}-byte region); this cgo-audit reads layout {ours[1]} ({ours[2]}, {ours[3]}): "
+        "the shim is from another cgo-audit version, use this one's (cgo-audit build-shim)")
+
+
 class Region:
     """One region file mapped read-only; usable as a context manager."""
 
@@ -147,11 +172,19 @@ class Region:
         try:
             size = os.fstat(fd).st_size
             if size < ffi.sizeof("struct cgo_audit_region"):
+                if size >= _IDENTITY.size:
+                    check_layout(self.path, *_IDENTITY.unpack(os.pread(fd, _IDENTITY.size, 0)))
                 raise ValueError(f"{self.path} is smaller than a region")
             self._map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
         finally:
             os.close(fd)
         self._view = ffi.from_buffer("struct cgo_audit_region *", self._map)
+        self._check_layout()
+
+    def _check_layout(self) -> None:
+        header = self._view.header
+        check_layout(self.path, int(header.magic), int(header.layout_version), int(header.header_size),
+                     int(header.region_size))
 
     @property
     def raw(self) -> Any:
@@ -159,6 +192,9 @@ class Region:
         return self._view
 
     def ready(self) -> bool:
+        """True once the shim has published the region; raises AuditError
+        if the shim that wrote it has another layout than this reader."""
+        self._check_layout()
         return int(self._view.header.magic) == MAGIC
 
     def cheap(self) -> CHeap:

@@ -150,10 +150,12 @@ def build_test_binary(package: GoPackage, output: Path, *, overlay: Path | None 
     return output
 
 
-def list_tests(binary: Path, cwd: Path, pattern: str = "^Benchmark", timeout_s: float = 120.0) -> list[str]:
-    """Names the test binary lists for pattern (top-level tests or benchmarks)."""
+def list_tests(binary: Path, cwd: Path, pattern: str = "^Benchmark", timeout_s: float = 120.0,
+               launcher: Sequence[str] = ()) -> list[str]:
+    """Names the test binary lists for pattern (top-level tests or benchmarks);
+    launcher runs it on another platform (qemu-user)."""
     try:
-        proc = subprocess.run([str(binary), f"-test.list={pattern}"], cwd=cwd, capture_output=True,
+        proc = subprocess.run([*launcher, str(binary), f"-test.list={pattern}"], cwd=cwd, capture_output=True,
                               text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise AuditError(f"{binary.name} -test.list did not finish in {timeout_s:.0f}s") from None
@@ -169,17 +171,76 @@ class LinkInfo:
     is_elf: bool
     dynamic: bool          # has an interpreter (PT_INTERP): LD_PRELOAD applies
     needs_libc: bool
+    interpreter: str = ""  # its dynamic loader: /lib64/ld-linux-x86-64.so.2, /lib/ld-musl-x86_64.so.1
 
 
 def link_info(path: Path) -> LinkInfo:
     try:
         with open(path, "rb") as stream:
             elf = ELFFile(stream)
-            interp = any(seg["p_type"] == "PT_INTERP" for seg in elf.iter_segments())
+            interps = [str(getattr(seg, "get_interp_name")()) for seg in elf.iter_segments()
+                       if seg["p_type"] == "PT_INTERP"]
+            interp = bool(interps)
             needed: list[str] = []
             dynamic = elf.get_section_by_name(".dynamic")
             if isinstance(dynamic, DynamicSection):
                 needed = [str(getattr(tag, "needed")) for tag in dynamic.iter_tags() if tag.entry.d_tag == "DT_NEEDED"]
-            return LinkInfo(True, interp, any(name.startswith("libc.") for name in needed))
+            return LinkInfo(True, interp, any(name.startswith("libc.") for name in needed),
+                            interps[0] if interps else "")
     except (ELFError, OSError):
         return LinkInfo(False, False, False)
+
+
+CGO_SYMBOLS = ("x_cgo_init", "_cgo_sys_thread_start")   # runtime/cgo's C code: only in cgo binaries
+
+
+def has_cgo(path: Path) -> bool:
+    """Whether an executable contains C code through cgo: runtime/cgo's C
+    functions in its symbols, or, stripped, CGO_ENABLED=1 in its build info
+    (which a binary without any cgo package also says, hence symbols first)."""
+    try:
+        with open(path, "rb") as stream:
+            elf = ELFFile(stream)
+            symtab = elf.get_section_by_name(".symtab")
+            if symtab is not None and hasattr(symtab, "get_symbol_by_name"):
+                return any(symtab.get_symbol_by_name(name) for name in CGO_SYMBOLS)
+    except (ELFError, OSError):
+        return False
+    try:
+        proc = subprocess.run([go_executable(), "version", "-m", str(path)], capture_output=True, text=True,
+                              timeout=60)
+    except (AuditError, OSError, subprocess.TimeoutExpired):
+        return False
+    return any(line.split() == ["build", "CGO_ENABLED=1"] for line in proc.stdout.splitlines())
+
+
+def cgo_compiler(directory: Path, env: Mapping[str, str] | None = None) -> str:
+    """The C compiler cgo uses in directory with env (CC, or go env CC)."""
+    merged = {**os.environ, **(env or {})}
+    proc = subprocess.run([go_executable(), "env", "CC"], cwd=directory, capture_output=True, text=True, env=merged)
+    cc = proc.stdout.strip().split()
+    return cc[0] if proc.returncode == 0 and cc else merged.get("CC", "gcc")
+
+
+def has_linked_shim(path: Path) -> bool:
+    """Whether the shim is linked into the executable (bench's static builds)."""
+    try:
+        with open(path, "rb") as stream:
+            symtab = ELFFile(stream).get_section_by_name(".symtab")
+            lookup = getattr(symtab, "get_symbol_by_name", lambda _: None)
+            return symtab is not None and bool(lookup("cgo_audit_region"))
+    except (ELFError, OSError):
+        return False
+
+
+def unreachable_static_cgo(path: Path) -> str | None:
+    """Why the shim cannot measure path's C heap when it is a statically
+    linked executable with cgo (LD_PRELOAD does not apply to it), with how
+    to rebuild it for the audit; None for any other file, and for a static
+    executable that has the shim linked in."""
+    link = link_info(path)
+    if not link.is_elf or link.dynamic or not has_cgo(path) or has_linked_shim(path):
+        return None
+    return (f"{path.name} is statically linked with cgo, so LD_PRELOAD cannot reach its C heap: rebuild it "
+            "dynamically linked for the audit (go build without -extldflags=-static in -ldflags), or audit its "
+            "package with `cgo-audit bench --go-flags=...`, which links the shim into static test binaries")

@@ -80,21 +80,38 @@ def _struct_members(elf: ELFFile) -> dict[str, dict[str, int]]:
     raise LayoutUnavailable("has no runtime.g in its DWARF (not a Go binary?)")
 
 
+# Per architecture: the symbol of g's TLS slot, and where the executable's
+# TLS block sits relative to the thread pointer.
+TLS_G_SYMBOL = {"EM_X86_64": "runtime.tlsg", "EM_AARCH64": "runtime.tls_g"}
+ARCH_NAMES = {"EM_X86_64": "x86-64", "EM_AARCH64": "arm64"}
+# GOARCH of each machine, for the table of layouts without DWARF.
+GOARCH_OF = {"EM_X86_64": "amd64", "EM_AARCH64": "arm64"}
+
+
+def _tls_block_offset(elf: ELFFile, value: int, tls_align: int, tls_size: int) -> int:
+    """A TLS symbol's offset from the thread pointer in the executable.
+    x86-64 (variant II): the block ends at the thread pointer, so it is
+    value - block size. arm64 (variant I): the thread pointer is followed by
+    a 16-byte TCB, then the block, aligned to its own alignment."""
+    align = max(tls_align, 1)
+    if elf["e_machine"] == "EM_AARCH64":
+        return (16 + align - 1) // align * align + value
+    block = (tls_size + align - 1) // align * align
+    return value - block
+
+
 def _tls_g_offset(elf: ELFFile) -> int:
-    """g's slot relative to the thread pointer (x86-64: the executable's TLS
-    block ends at the thread pointer, so the offset is value - block size)."""
+    """g's slot relative to the thread pointer."""
     symtab = elf.get_section_by_name(".symtab")
     if not isinstance(symtab, SymbolTableSection):
         raise LayoutUnavailable("has no symbol table (stripped)")
-    symbols = symtab.get_symbol_by_name("runtime.tlsg")
+    symbols = symtab.get_symbol_by_name(TLS_G_SYMBOL[elf["e_machine"]])
     if not symbols:
-        raise LayoutUnavailable("has no runtime.tlsg (not a cgo binary?)")
+        raise LayoutUnavailable(f"has no {TLS_G_SYMBOL[elf['e_machine']]} (not a cgo binary?)")
     tls = next((seg for seg in elf.iter_segments() if seg["p_type"] == "PT_TLS"), None)
     if tls is None:
         raise LayoutUnavailable("has no TLS segment")
-    align = max(int(tls["p_align"]), 1)
-    block = (int(tls["p_memsz"]) + align - 1) // align * align
-    return int(symbols[0]["st_value"]) - block
+    return _tls_block_offset(elf, int(symbols[0]["st_value"]), int(tls["p_align"]), int(tls["p_memsz"]))
 
 
 def _function_range(elf: ELFFile, name: str) -> tuple[int, int]:
@@ -133,28 +150,42 @@ def go_version(elf: ELFFile) -> str | None:
     return data[position:position + length].decode(errors="replace")
 
 
+def load_table() -> dict[str, dict[str, dict[str, int]]]:
+    """The table of layouts: GOARCH -> Go release -> struct offsets."""
+    return json.loads(LAYOUT_TABLE.read_text())
+
+
 def _from_table(elf: ELFFile, why: str, tls_g: int | None) -> GoLayout:
     """The layout of a binary without Go DWARF, from its release's table
-    entry; tls_g from its symbols when it still has them."""
+    entry for its architecture; tls_g from its symbols when it still has them."""
     version = go_version(elf)
     if version is None:
         raise LayoutUnavailable(f"{why}, and no Go version in its build info")
     release = release_of(version)
-    table = json.loads(LAYOUT_TABLE.read_text())
+    goarch = GOARCH_OF[elf["e_machine"]]
+    table = load_table().get(goarch, {})
     if release not in table:
-        known = ", ".join(table)
-        raise LayoutUnavailable(f"{why}, and {release} is not in the table of known layouts ({known})")
+        known = ", ".join(table) or "none"
+        raise LayoutUnavailable(f"{why}, and {release} is not in the table of known {goarch} layouts ({known})")
     return GoLayout(tls_g=_lone_g_slot(elf, why) if tls_g is None else tls_g, source=release, **table[release])
 
 
+# The Go runtime's own TLS block, with no C thread-locals beside it: its size,
+# and g's slot from the thread pointer. x86-64: g alone (runtime.tlsg), just
+# below the thread pointer. arm64: runtime.tls_g, then runtime.tlsg (the
+# linker sorts them by name), after the 16-byte TCB.
+LONE_TLS = {"EM_X86_64": (8, -8), "EM_AARCH64": (16, 16)}
+
+
 def _lone_g_slot(elf: ELFFile, why: str) -> int:
-    """g's TLS slot without the runtime.tlsg symbol: alone in the
-    executable's TLS block, g sits just below the thread pointer; with C
-    thread-locals beside it, only the symbol says where."""
+    """g's TLS slot without the runtime's TLS symbol: with the runtime's
+    slots alone in the executable's TLS block, it is known; with C
+    thread-locals beside them, only the symbol says where."""
+    size, slot = LONE_TLS[elf["e_machine"]]
     tls = next((seg for seg in elf.iter_segments() if seg["p_type"] == "PT_TLS"), None)
-    if tls is None or int(tls["p_memsz"]) != 8:
+    if tls is None or int(tls["p_memsz"]) != size:
         raise LayoutUnavailable(f"{why}, and its TLS block holds more than g, so g's slot is unknown")
-    return -8
+    return slot
 
 
 def read_layout(binary: Path) -> GoLayout:
@@ -162,8 +193,8 @@ def read_layout(binary: Path) -> GoLayout:
     try:
         with open(binary, "rb") as stream:
             elf = ELFFile(stream)
-            if elf["e_machine"] != "EM_X86_64":
-                raise LayoutUnavailable(f"is for {elf['e_machine']}; the stack walk supports x86-64 only")
+            if elf["e_machine"] not in TLS_G_SYMBOL:
+                raise LayoutUnavailable(f"is for {elf['e_machine']}; the stack walk supports x86-64 and arm64 only")
             has_symbols = isinstance(elf.get_section_by_name(".symtab"), SymbolTableSection)
             tls_g = _tls_g_offset(elf) if has_symbols else None
             thread_start = _function_range(elf, "x_cgo_thread_start")

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/cgo-audit/cgo-audit/go_fixtures/cstring"
+	"github.com/cgo-audit/cgo-audit/go_fixtures/verifynone"
 	"github.com/cgo-audit/cgo-audit/goaudit/leakcheck"
 )
 
@@ -33,4 +34,46 @@ func TestGetValueLeakyLeavesCHeap(t *testing.T) {
 			t.Errorf("GetValueLeaky: got %q, %v; want 30s", got, err)
 		}
 	})
+}
+
+// A tolerance covers a leak no larger than itself.
+func TestToleranceCoversASmallLeak(t *testing.T) {
+	leakcheck.VerifyNone(t, func() {
+		if _, err := cstring.GetValueLeaky(confFile, confKey); err != nil {
+			t.Error(err)
+		}
+	}, leakcheck.Tolerance(26))
+}
+
+func TestToleranceBelowTheLeakFails(t *testing.T) {
+	expectFailure(t)
+	leakcheck.VerifyNone(t, func() {
+		if _, err := cstring.GetValueLeaky(confFile, confKey); err != nil {
+			t.Error(err)
+		}
+	}, leakcheck.Tolerance(25))
+}
+
+// chainLength is longer than one settling lets the runtime finalize (ten
+// collections), and shorter than what Retries(10) allows.
+const chainLength = 25
+
+// Retries wait for C memory freed late: after a chain of finalizers.
+func TestRetriesWaitForMemoryFreedLate(t *testing.T) {
+	leakcheck.VerifyNone(t, func() {
+		verifynone.FreedByFinalizerChain(4096, chainLength)
+	}, leakcheck.Retries(10))
+}
+
+func TestWithoutRetriesMemoryFreedLateFails(t *testing.T) {
+	expectFailure(t)
+	leakcheck.VerifyNone(t, func() {
+		verifynone.FreedByFinalizerChain(4096, chainLength)
+	})
+}
+
+func expectFailure(t *testing.T) {
+	if os.Getenv("LEAKCHECK_EXPECT_FAILURE") != "1" {
+		t.Skip("fails by design; run with LEAKCHECK_EXPECT_FAILURE=1 to see it")
+	}
 }

@@ -5,7 +5,7 @@
 //
 // A driver is a main package that registers functions and calls Main:
 //
-//	auditdriver.Register("GetValueLeaky", auditdriver.Strings(func(a map[string]string) (any, error) {
+//	auditdriver.Register("GetValueLeaky", auditdriver.Strings(func(a map[string]string) (interface{}, error) {
 //		return cstring.GetValueLeaky(a["file"], a["key"])
 //	}))
 //	auditdriver.Main()
@@ -32,7 +32,7 @@ import (
 )
 
 // Func is a function the harness may call; args is the request's "args" as sent.
-type Func func(args json.RawMessage) (any, error)
+type Func func(args json.RawMessage) (interface{}, error)
 
 var (
 	mu       sync.Mutex
@@ -50,8 +50,8 @@ func Register(name string, fn Func) {
 }
 
 // Strings adapts a function of named string arguments ({"file": "...", ...}).
-func Strings(fn func(args map[string]string) (any, error)) Func {
-	return func(raw json.RawMessage) (any, error) {
+func Strings(fn func(args map[string]string) (interface{}, error)) Func {
+	return func(raw json.RawMessage) (interface{}, error) {
 		args := map[string]string{}
 		if len(raw) > 0 && string(raw) != "null" {
 			if err := json.Unmarshal(raw, &args); err != nil {
@@ -74,7 +74,7 @@ type response struct {
 	ID     int64             `json:"id"`
 	OK     bool              `json:"ok"`
 	Error  string            `json:"error,omitempty"`
-	Result any               `json:"result,omitempty"`
+	Result interface{}       `json:"result,omitempty"`
 	Calls  int               `json:"calls,omitempty"`
 	Errors int               `json:"errors,omitempty"`
 	Go     map[string]uint64 `json:"go,omitempty"`
@@ -82,7 +82,7 @@ type response struct {
 }
 
 // call runs fn once; a panic becomes an error so the driver stays up.
-func call(fn Func, args json.RawMessage) (result any, err error) {
+func call(fn Func, args json.RawMessage) (result interface{}, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("panic: %v", p)
@@ -148,7 +148,20 @@ func Serve(in io.Reader, out io.Writer) error {
 		}
 		resp, done := serveOne(req)
 		if err := answers.Encode(resp); err != nil {
-			return err
+			// A result JSON cannot carry (+Inf, a channel) is the call's
+			// problem, not the driver's: answer without it and stay up.
+			var unsupported bool
+			switch err.(type) {
+			case *json.UnsupportedValueError, *json.UnsupportedTypeError, *json.MarshalerError:
+				unsupported = true
+			}
+			if !unsupported {
+				return err
+			}
+			resp.Result, resp.Error = nil, "result: "+err.Error()
+			if err := answers.Encode(resp); err != nil {
+				return err
+			}
 		}
 		if done {
 			return nil

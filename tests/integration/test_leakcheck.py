@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -76,3 +77,32 @@ def test_copied_sources_match_their_originals():
         "copy csrc/cgo_audit_region.h to goaudit/leakcheck/"
     assert (LEAKCHECK / "settle_gen.go").read_text() == render_settle("leakcheck", "leakCheck"), \
         "regenerate goaudit/leakcheck/settle_gen.go (cgo_audit.toolchain.probe.render_settle)"
+
+
+def test_a_tolerance_covers_a_leak_no_larger_than_itself(shim_env):
+    proc = go_test("TestToleranceCoversASmallLeak|TestToleranceBelowTheLeakFails",
+                   {**shim_env, "LEAKCHECK_EXPECT_FAILURE": "1"})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "--- PASS: TestToleranceCoversASmallLeak" in proc.stdout       # Tolerance(26): 26 B left
+    assert "--- FAIL: TestToleranceBelowTheLeakFails" in proc.stdout      # Tolerance(25)
+    assert "leakcheck: f left 26 B of C heap in 2 allocation(s) (tolerance 25 B)" in proc.stdout
+
+
+def test_retries_wait_for_memory_freed_late(shim_env):
+    # 4096 B freed by the last of 25 chained finalizers: one settling runs at
+    # most ten collections, so only retries see it freed.
+    proc = go_test("TestRetriesWaitForMemoryFreedLate|TestWithoutRetriesMemoryFreedLateFails",
+                   {**shim_env, "LEAKCHECK_EXPECT_FAILURE": "1"})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "--- PASS: TestRetriesWaitForMemoryFreedLate" in proc.stdout
+    assert "--- FAIL: TestWithoutRetriesMemoryFreedLateFails" in proc.stdout
+    assert "leakcheck: f left 4096 B (4.0 KiB) of C heap in 1 allocation(s)" in proc.stdout
+
+
+def test_the_go_module_has_the_python_package_version():
+    import cgo_audit
+
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "gen_goaudit_version.py"), "--check"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert f'const Version = "v{cgo_audit.__version__}"' in (GO_HELPERS / "version.go").read_text()

@@ -1,7 +1,8 @@
 // Command leakyserver is the field guide's service: an HTTP server that looks
 // configuration values up through cgo on every request, and serves
 // net/http/pprof so an audit can read its goroutines and Go heap, as the
-// guide does by hand during a load test.
+// guide does by hand during a load test. Under the cgo-audit shim it also
+// serves its C heap as a pprof profile on /debug/cgo-audit/heap.
 //
 //	leakyserver -addr 127.0.0.1:8305 -mode leaky      # C.CString leak: 26 B per request
 //	leakyserver -mode fixed                           # the fix
@@ -20,6 +21,7 @@ import (
 	"os"
 
 	"github.com/cgo-audit/cgo-audit/go_fixtures/cstring"
+	"github.com/cgo-audit/cgo-audit/goaudit/cheap"
 )
 
 func main() {
@@ -40,6 +42,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "leakyserver: unknown -mode %q\n", *mode)
 		os.Exit(2)
 	}
+	http.Handle("/debug/cgo-audit/heap", cheap.Handler())
 	http.HandleFunc("/value", func(w http.ResponseWriter, r *http.Request) {
 		key := r.URL.Query().Get("key")
 		if key == "" {
