@@ -30,5 +30,5 @@ def test_html_without_its_extra_is_refused_before_the_audit_runs(tmp_path):
 
 
 def test_the_demo_needs_the_html_extra_too(tmp_path):
-    proc = cli_without_matplotlib("demo", "--seconds", "1", cwd=tmp_path)
+    proc = cli_without_matplotlib("demo", "--max-seconds", "1", cwd=tmp_path)
     assert_one_line_error(proc, "the HTML report (--html) needs the 'html' extra")

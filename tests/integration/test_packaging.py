@@ -197,7 +197,7 @@ def test_uv_tool_install_finds_26_bytes_per_op(source, checkout_copy, dists, tmp
 def test_with_the_html_extra_the_installed_demo_writes_its_report(dists, tmp_path):
     exe = uv_tool_install(f"{dists[1]}[html]", tmp_path)
     page = tmp_path / "demo.html"
-    proc = run([exe, "demo", "--seconds", "6", "--memory-limit", "64MiB", "--html", page], cwd=tmp_path,
+    proc = run([exe, "demo", "--kills", "1", "--memory-limit", "64MiB", "--html", page], cwd=tmp_path,
                env=user_env(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "leaky: cgo-leak" in proc.stdout and "fixed: clean" in proc.stdout, proc.stdout
