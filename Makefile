@@ -11,7 +11,12 @@ BASELINE ?= go_fixtures/cgo-audit-baseline.json
 AUDIT_FLAGS ?=
 PYTEST_FLAGS ?=
 
-.PHONY: all shim fixtures audit test bench demo clean
+# Tests run in parallel: most of them wait on Go builds, processes and servers
+# rather than burn CPU, so a few more workers than cores keeps both cores busy.
+TEST_WORKERS ?= 4
+FAST_MARKS := not slow and not network and not browser
+
+.PHONY: all shim fixtures audit test test-fast test-stress bench demo clean generate generate-check generate-layouts lint
 
 all: shim fixtures
 
@@ -37,7 +42,46 @@ else
 endif
 
 test: $(VENV)/.installed
-	$(PY) -m pytest $(PYTEST_FLAGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_FLAGS)
+
+# The unit tests and the core integration tests (no slow, network or browser mark).
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -n $(TEST_WORKERS) -m '$(FAST_MARKS)' $(PYTEST_FLAGS)
+
+# The integration tests with both cores busy (stress-ng --cpu 2): no test may
+# depend on throughput or wall-clock luck.
+test-stress: $(VENV)/.installed
+	@command -v stress-ng >/dev/null || { echo "test-stress needs stress-ng (apt-get install -y stress-ng)"; exit 2; }
+	stress-ng --cpu 2 --quiet & stress=$$!; \
+	$(PY) -m pytest -n $(TEST_WORKERS) tests/integration $(PYTEST_FLAGS); status=$$?; \
+	kill $$stress; wait $$stress; exit $$status
+
+# Generated files, from their one source (scripts/generate.py says which).
+generate: $(VENV)/.installed
+	$(PY) scripts/generate.py
+
+# CI: fails if a committed generated file differs from what generate writes.
+generate-check: $(VENV)/.installed
+	$(PY) scripts/generate.py --check
+
+# The Go layout table needs a toolchain per release from the module proxy (slow):
+#   make generate-layouts GO_RELEASES="go1.24.0 go1.25.0"
+generate-layouts: $(VENV)/.installed
+	$(PY) scripts/go_layout_table.py $(GO_RELEASES)
+
+# ruff and mypy (configured in pyproject.toml), gofmt and go vet on the Go
+# modules, and the C code (shim and its C tests) at -Wall -Wextra -Werror.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy cgo_audit
+	@unformatted=$$(gofmt -l goaudit go_fixtures); \
+	if [ -n "$$unformatted" ]; then echo "gofmt -l: not formatted:"; echo "$$unformatted"; exit 1; fi
+	cd goaudit && go vet ./...
+	cd go_fixtures && go vet ./...
+	$(PY) -c 'import pathlib, sys, tempfile; from cgo_audit.shim.build import compile_shim; \
+	    out = pathlib.Path(tempfile.mkdtemp()) / "shim.so"; \
+	    sys.exit("shim: warnings at -Werror" if compile_shim(out, extra_flags=("-Werror",)) else 0)'
+	for test in csrc/tests/*.c; do cc -fsyntax-only -Wall -Wextra -Werror -Icsrc "$$test" || exit 1; done
 
 bench: $(VENV)/.installed
 	$(PY) bench/overhead.py

@@ -48,7 +48,8 @@ def main() -> int:
         return 1
     result = json.loads(proc.stdout)
     first, warm, base = result["first_scrape"], result["scrape_median"], result["go_heap_profile_median"]
-    print(f"{result['blocks']:,} live C blocks from {result['stacks']:,} stacks; profile {result['profile_bytes']:,} B gzipped")
+    print(f"{result['blocks']:,} live C blocks from {result['stacks']:,} stacks; "
+          f"profile {result['profile_bytes']:,} B gzipped")
     print(f"  first scrape:           {first['CPUms']:7.1f} ms CPU  {first['WallMs']:7.1f} ms wall")
     print(f"  scrape (median of {args.scrapes}):  {warm['CPUms']:7.1f} ms CPU  {warm['WallMs']:7.1f} ms wall")
     print(f"  Go heap profile (median): {base['CPUms']:5.1f} ms CPU  {base['WallMs']:7.1f} ms wall")

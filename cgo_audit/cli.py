@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 import traceback
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from cgo_audit import __version__
 from cgo_audit.commands import add_commands
@@ -20,8 +20,16 @@ from cgo_audit.errors import AuditError
 from cgo_audit.extras import require_extras
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like every other bad input
+    (`cgo-audit CMD --help` shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cgo-audit", description="Find C-heap leaks in Go programs "
+    parser = Parser(prog="cgo-audit", description="Find C-heap leaks in Go programs "
                                      "that use cgo, where go tool pprof cannot look.")
     parser.add_argument("--version", action="version", version=f"cgo-audit {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")

@@ -165,7 +165,7 @@ def comparable(points: Sequence[RunPoint]) -> list[RunPoint]:
 def _process_delta(first: Snapshot, last: Snapshot, name: str) -> int | None:
     if first.process is None or last.process is None:
         return None
-    return getattr(last.process, name) - getattr(first.process, name)
+    return int(getattr(last.process, name)) - int(getattr(first.process, name))
 
 
 @dataclass(kw_only=True)

@@ -11,13 +11,13 @@ override the session fixture `cgo_audit_driver_command` to return
 from __future__ import annotations
 
 import os
-import re
 import reprlib
 from pathlib import Path
 from typing import Any, Iterator, NoReturn, Sequence
 
 import pytest
 
+from cgo_audit import units
 from cgo_audit.driver import CallDelta, Driver, DriverError, build_go_command
 from cgo_audit.errors import AuditError
 from cgo_audit.measure.runner import ShimSession
@@ -25,9 +25,6 @@ from cgo_audit.shim.build import build_shim
 
 LIMIT_MARKER = "limit_c_leaks"
 FIXTURE_NAME = "cgo_audit"
-# Like pytest-memray's limit_memory, KB and KiB both mean 1024 bytes.
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB|GB|GiB)\s*$", re.IGNORECASE)
-_UNIT_BYTES = {"b": 1, "kb": 1 << 10, "kib": 1 << 10, "mb": 1 << 20, "mib": 1 << 20, "gb": 1 << 30, "gib": 1 << 30}
 # The limit of the test running now (set in its setup, cleared in its
 # teardown): the fixture is session-scoped so Hypothesis accepts it.
 _RUNNING_LIMIT = pytest.StashKey["int | None"]()
@@ -49,26 +46,10 @@ class CLeakError(AssertionError):
         super().__init__(describe_leak(func, args, delta, limit_bytes))
 
 
-def parse_size(text: str | int) -> int:
-    """Bytes in a size such as "0 B", "64 B", "1 KiB" or "1 MB" (an int is bytes)."""
-    if isinstance(text, int) and not isinstance(text, bool) and text >= 0:
-        return text
-    match = _SIZE.match(text) if isinstance(text, str) else None
-    if match is None:
-        raise ValueError(f"{text!r} is not a size: write it like '0 B', '64 B', '1 KiB' or '1 MB'")
-    return int(float(match.group(1)) * _UNIT_BYTES[match.group(2).lower()])
-
-
-def format_size(num_bytes: int) -> str:
-    """Exact bytes, with a binary-unit reading once it passes 1 KiB."""
-    if abs(num_bytes) < 1024:
-        return f"{num_bytes} B"
-    value = float(num_bytes)
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        value /= 1024
-        if abs(value) < 1024:
-            break
-    return f"{num_bytes} B ({value:.1f} {unit})"
+# Sizes in limit_c_leaks read as everywhere else in cgo-audit (cgo_audit.units):
+# KB and KiB both mean 1024 bytes, like pytest-memray's limit_memory.
+parse_size = units.parse_size
+format_size = units.format_exact
 
 
 def describe_leak(func: str, args: Any, delta: CallDelta, limit_bytes: int) -> str:

@@ -32,22 +32,14 @@ static void *raw_mmap(size_t bytes, int prot, int flags)
     return mem == MAP_FAILED ? NULL : mem;
 }
 
-/* Set while this thread holds every lock for fork(): an atfork handler that
- * allocates must not wait for itself. */
-static __thread int held_for_fork __attribute__((tls_model("initial-exec")));
-
 static void lock(int *l)
 {
-    if (!held_for_fork) {
-        spin_acquire(l);
-    }
+    lock_unless_forking(l);
 }
 
 static void unlock(int *l)
 {
-    if (!held_for_fork) {
-        spin_release(l);
-    }
+    unlock_unless_forking(l);
 }
 
 int pmap_init(void)
@@ -252,12 +244,10 @@ void pmap_lock_all(void)
     for (int i = 0; i < SHARD_COUNT; i++) {
         lock(&shards[i].lock);
     }
-    held_for_fork = 1;
 }
 
 void pmap_unlock_all(void)
 {
-    held_for_fork = 0;
     for (int i = SHARD_COUNT - 1; i >= 0; i--) {
         unlock(&shards[i].lock);
     }

@@ -62,6 +62,7 @@ static int (*real_pthread_create)(pthread_t *, const pthread_attr_t *, void *(*)
  * later realloc can copy it. Never given back: frees of these are ignored. */
 static unsigned char bootstrap_buf[64 * 1024] __attribute__((aligned(16)));
 static size_t bootstrap_used;
+static uint64_t bootstrap_calls; /* the region's header.bootstrap_allocs */
 
 static inline int is_bootstrap(const void *p)
 {
@@ -73,6 +74,7 @@ static void *bootstrap_alloc(size_t size)
 {
     size_t need = 16 + ((size + 15) & ~(size_t)15);
     size_t off = __atomic_fetch_add(&bootstrap_used, need, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&bootstrap_calls, 1, __ATOMIC_RELAXED);
     if (need < size || off + need > sizeof bootstrap_buf) {
         errno = ENOMEM;
         return NULL;
@@ -100,7 +102,6 @@ struct thread_state {
     int reentry;                         /* >0 inside the shim: nested calls pass through */
     int in_thread_create;
     int in_init;
-    int forking;                         /* this thread holds every shim lock for fork() */
 };
 
 static TLS struct thread_state tls;
@@ -124,19 +125,16 @@ static int slot_lock;
 static pthread_key_t slot_key;
 static int slot_key_ready;
 
-/* While this thread holds every lock for fork(), it must not wait for itself. */
+TLS int shim_forking; /* see spinlock.h: the one "this thread is forking" flag */
+
 static void spin_lock(int *lock)
 {
-    if (!tls.forking) {
-        spin_acquire(lock);
-    }
+    lock_unless_forking(lock);
 }
 
 static void spin_unlock(int *lock)
 {
-    if (!tls.forking) {
-        spin_release(lock);
-    }
+    unlock_unless_forking(lock);
 }
 
 static void flush_peak_delta(void);
@@ -431,6 +429,7 @@ static void fill_header(struct cgo_audit_region *r, uint32_t generation, uint32_
     r->header.start_time_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
     r->header.max_slots = CGO_AUDIT_MAX_SLOTS;
     r->header.stack_capacity = CGO_AUDIT_STACK_CAPACITY;
+    r->header.bootstrap_allocs = __atomic_load_n(&bootstrap_calls, __ATOMIC_RELAXED);
     pmap_span(&r->header.map_start, &r->header.map_end);
     ssize_t n = readlink("/proc/self/exe", r->header.exe, sizeof r->header.exe - 1);
     r->header.exe[n > 0 ? n : 0] = '\0';
@@ -467,7 +466,7 @@ static void *pvalloc_from_memalign(size_t size)
 {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     size_t pages = size == 0 ? page : (size + page - 1) & ~(page - 1);
-    if (pages < size) {
+    if (pages < size || real_memalign == NULL) {
         errno = ENOMEM;
         return NULL;
     }
@@ -493,8 +492,11 @@ static int resolve_all_in(void *scope)
     }
     real_malloc_usable_size = dlsym(scope, "malloc_usable_size");
     real_pthread_create = dlsym(scope, "pthread_create");
+    /* memalign, valloc and pvalloc are optional (as heaptrack's
+     * HOOK(..., Optional)): obsolete, and missing from some C libraries.
+     * Without one, its wrapper fails with ENOMEM (pvalloc falls back above). */
     return real_malloc && real_calloc && real_realloc && real_free && real_posix_memalign &&
-           real_aligned_alloc && real_memalign && real_valloc && real_pvalloc &&
+           real_aligned_alloc &&
            real_malloc_usable_size && real_pthread_create;
 }
 
@@ -560,12 +562,12 @@ static void fork_prepare(void)
     spin_lock(&slot_lock);
     pmap_lock_all();
     shim_stack_lock_all();
-    tls.forking = 1;
+    shim_forking = 1;
 }
 
 static void fork_unlock_all(void)
 {
-    tls.forking = 0;
+    shim_forking = 0;
     shim_stack_unlock_all();
     pmap_unlock_all();
     spin_unlock(&slot_lock);
@@ -747,7 +749,7 @@ EXPORT void *ENTRY(reallocarray)(void *p, size_t n, size_t size)
 /* The aligned family: glibc validates the alignment (EINVAL); the shim
  * records the requested size on success. real is NULL only while dlsym runs. */
 #define ALIGNED_ENTRY(real, args, bytes) \
-    if (UNLIKELY(enter())) {             \
+    if (UNLIKELY(enter() || real == NULL)) { \
         if (real == NULL) {              \
             errno = ENOMEM;              \
             return NULL;                 \

@@ -27,4 +27,24 @@ static inline void spin_release(int *lock)
     __atomic_store_n(lock, 0, __ATOMIC_RELEASE);
 }
 
+/* Set while this thread holds every shim lock for fork() (from the atfork
+ * prepare handler to the parent's or child's): an allocation fork() makes on
+ * this thread must not wait for a lock the thread already holds. One flag for
+ * all of the shim's locks, defined in shim.c. */
+extern __thread int shim_forking __attribute__((tls_model("initial-exec"), visibility("hidden")));
+
+static inline void lock_unless_forking(int *lock)
+{
+    if (!shim_forking) {
+        spin_acquire(lock);
+    }
+}
+
+static inline void unlock_unless_forking(int *lock)
+{
+    if (!shim_forking) {
+        spin_release(lock);
+    }
+}
+
 #endif

@@ -63,7 +63,6 @@ static uintptr_t shim_text_lo, shim_text_hi;
 
 static uint16_t stack_index[INDEX_SIZE]; /* stacks[] position + 1; 0 = empty */
 static int table_lock;
-static TLS int forking;
 
 static TLS struct {
     uint64_t rng;
@@ -390,9 +389,7 @@ static int find_or_add(struct cgo_audit_region *r, const uintptr_t *frames, unsi
         }
         slot = (slot + 1) & (INDEX_SIZE - 1);
     }
-    if (!forking) {
-        spin_acquire(&table_lock);
-    }
+    lock_unless_forking(&table_lock);
     int found = -1;
     for (;;) { /* again, under the lock: another thread may have added it */
         uint16_t v = stack_index[slot];
@@ -418,9 +415,7 @@ static int find_or_add(struct cgo_audit_region *r, const uintptr_t *frames, unsi
             found = (int)used;
         }
     }
-    if (!forking) {
-        spin_release(&table_lock);
-    }
+    unlock_unless_forking(&table_lock);
     return found;
 }
 
@@ -468,12 +463,10 @@ void shim_stack_count(struct cgo_audit_region *r, unsigned tag, int64_t bytes, i
 void shim_stack_lock_all(void)
 {
     spin_acquire(&table_lock);
-    forking = 1;
 }
 
 void shim_stack_unlock_all(void)
 {
-    forking = 0;
     spin_release(&table_lock);
 }
 

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+# tests/unit and tests/integration both import the shared helpers
+# (`from helpers import ...`, `from browser import ...`) from this folder.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cgo_audit.driver import build_go_command
 from cgo_audit.shim.build import build_shim
@@ -54,3 +62,29 @@ def stress_binary(build_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def forker_binary(build_dir: Path) -> Path:
     return build_c_test(build_dir, "forker")
+
+
+@functools.lru_cache(maxsize=None)
+def shares_module_fixture(test_file: str) -> bool:
+    """Does this test file define a module-scoped fixture (an expensive audit,
+    a demo run, a build its tests share)?"""
+    path = Path(__file__).resolve().parent.parent / test_file
+    return path.is_file() and re.search(r"scope\s*=\s*[\"']module[\"']", path.read_text()) is not None
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under pytest-xdist (make test), the tests of a file with a
+    module-scoped fixture go to one worker, so that fixture runs once rather
+    than once per worker; every other test is scheduled on its own, spread
+    over the workers. Applies to test files added later too; an explicit
+    --dist other than the default is left alone."""
+    if config.getoption("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            test_file = nodeid.split("::", 1)[0]
+            return test_file if shares_module_fixture(test_file) else nodeid
+
+    return SharedFixtureScheduling(config, log)

@@ -31,10 +31,11 @@ from cgo_audit.measure.stacktimeline import StackTimeline
 from cgo_audit.model import ProgramResult, ProgramSample
 from cgo_audit.shim.build import build_shim
 from cgo_audit.shim.inject import Attachment, attach, detach, signals_held
-from cgo_audit.shim.target import check_target
 from cgo_audit.shim.region import CHeap, Region, latest_region_of
+from cgo_audit.shim.target import check_target
 from cgo_audit.toolchain.endpoint import EndpointPoller
 from cgo_audit.toolchain.layout import LayoutUnavailable, read_layout
+
 
 @dataclass
 class AttachSettings:
@@ -131,7 +132,7 @@ def audit_attached(settings: AttachSettings, progress: Progress = lambda _: None
         raise AuditError(f"not allowed to read pid {settings.pid}") from None
     missing: list[str] = []
     if not settings.pprof_url:
-        missing.append("goroutines and Go heap: no --pprof URL (serve net/http/pprof and pass its address)")
+        missing.append("goroutines and Go heap: no --pprof-url (serve net/http/pprof and pass its address)")
     load = HttpLoad(settings.load_urls, settings.load_concurrency) if settings.load_urls else None
     per = "request" if load else "second"
     samples: BoundedSeries[ProgramSample] = BoundedSeries(settings.max_samples)
@@ -158,7 +159,11 @@ def audit_attached(settings: AttachSettings, progress: Progress = lambda _: None
 
             poller = EndpointPoller(settings.pprof_url, settings.interval_s, stamp) if settings.pprof_url else None
             if load is not None:
-                threading.Thread(target=lambda: load.wait_ready(60) and load.start(), daemon=True).start()
+                def start_when_ready(load: HttpLoad = load) -> None:
+                    if load.wait_ready(60):
+                        load.start()
+
+                threading.Thread(target=start_when_ready, daemon=True).start()
             try:
                 if poller is not None:
                     poller.__enter__()

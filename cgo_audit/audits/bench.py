@@ -28,8 +28,8 @@ from cgo_audit.model import (
     skipped_names,
 )
 from cgo_audit.shim.build import build_shim
-from cgo_audit.toolchain.probe import TEST_WRAPPER_PREFIX, WRAPPER_PREFIX
 from cgo_audit.toolchain.gotool import go_executable, list_packages
+from cgo_audit.toolchain.probe import TEST_WRAPPER_PREFIX, WRAPPER_PREFIX
 from cgo_audit.verdicts import analysis
 from cgo_audit.verdicts.sites import RunStacks, measure_sites
 from cgo_audit.verdicts.symbolize import Symbolizer

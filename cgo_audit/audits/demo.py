@@ -20,6 +20,7 @@ from cgo_audit.errors import AuditError
 from cgo_audit.model import ProgramResult
 from cgo_audit.sources import PACKAGE_DIR
 from cgo_audit.toolchain.gotool import go_executable
+from cgo_audit.units import format_bytes
 
 # Long keys make each request leak 8 KB instead of 26 bytes, so the memory
 # limit is reached in seconds rather than the hours it takes in production.
@@ -70,22 +71,30 @@ def pprof_top_later(url: str, after_s: float, out: list[str]) -> threading.Threa
     return thread
 
 
-def run_demo(seconds: float = 20.0, memory_limit_bytes: int = 128 << 20, interval_s: float = 0.25,
-             progress=lambda _sample: None) -> DemoResult:
+def run_demo(kills: int = 3, memory_limit_bytes: int = 128 << 20, max_seconds: float = 300.0,
+             interval_s: float = 0.25, progress=lambda _sample: None) -> DemoResult:
+    """The leaky service runs until the memory limit has killed it `kills`
+    times; the fixed one then takes as many requests. Both are states, not
+    seconds, so a busy machine makes the demo slower, never different;
+    max_seconds bounds each service in case the state never comes."""
     fixtures = fixtures_dir()
     with tempfile.TemporaryDirectory(prefix="cgo-audit-demo-") as work:
         server = build_go_command(fixtures, "./cmd/leakyserver", Path(work) / "leakyserver")
-        results = {}
+        results: dict[str, ProgramResult] = {}
         pprof_top: list[str] = []
         for mode in ("leaky", "fixed"):
             port = free_port()
             base = f"http://127.0.0.1:{port}"
-            fetch = pprof_top_later(base, min(3.0, seconds / 4), pprof_top) if mode == "leaky" else None
-            results[mode] = audit_program(RunSettings(
+            fetch = pprof_top_later(base, 3.0, pprof_top) if mode == "leaky" else None
+            settings = RunSettings(
                 argv=[str(server), "-addr", f"127.0.0.1:{port}", "-mode", mode], cwd=fixtures / "cstring",
-                duration_s=seconds, interval_s=interval_s, pprof_url=base,
-                load_urls=[f"{base}/value?key={DEMO_KEY}"], memory_limit_bytes=memory_limit_bytes,
-                restarts=100), progress)
+                duration_s=max_seconds, interval_s=interval_s, pprof_url=base,
+                load_urls=[f"{base}/value?key={DEMO_KEY}"], memory_limit_bytes=memory_limit_bytes)
+            if mode == "leaky":
+                settings.restarts = settings.stop_after_kills = kills
+            else:
+                settings.stop_after_ops = max((s.ops or 0 for s in results["leaky"].samples), default=0) or None
+            results[mode] = audit_program(settings, progress)
             if fetch is not None:
                 fetch.join(timeout=60)
     return DemoResult(results["leaky"], results["fixed"], pprof_top[0] if pprof_top else "", len(DEMO_KEY))
@@ -97,10 +106,11 @@ def demo_intro(demo: DemoResult, memory_limit_bytes: int) -> str:
         "The field guide's service looks a key up through cgo on every request, with "
         "C.get_value(C.CString(file), C.CString(key), ...): the two C.CString copies are never freed. "
         f"Both services below take the same loopback load, with keys of {demo.key_bytes:,} bytes so that each "
-        f"request leaks {demo.key_bytes + 19:,} bytes and the {memory_limit_bytes >> 20} MiB memory limit is reached "
-        f"in seconds. The leaky one was killed by the limit and restarted {starts - 1} time(s): the sawtooth of "
-        "the guide's monitor. Its Go heap stays flat the whole time, so go tool pprof shows nothing; the C heap, "
-        "which only the shim counts, is the leak. The fixed one frees both copies and stays flat.")
+        f"request leaks {demo.key_bytes + 19:,} bytes and the {format_bytes(memory_limit_bytes)} memory limit is "
+        f"reached in seconds. The leaky one was killed by the limit and restarted {starts - 1} time(s): "
+        "the sawtooth of the guide's monitor. Its Go heap stays flat the whole time, so go tool pprof shows "
+        "nothing; the C heap, which only the shim counts, is the leak. The fixed one frees both copies, took "
+        "as many requests, and stays flat.")
 
 
 def terminal_lines(demo: DemoResult) -> list[str]:

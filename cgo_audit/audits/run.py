@@ -57,9 +57,15 @@ class RunSettings:
     sample_bytes: int = 16 * 1024            # with stacks "sampled": mean bytes between samples
     warmup_s: float = 0.0                    # samples before this are not part of the trend
     max_samples: int = DEFAULT_CAPACITY      # kept samples; older ones are thinned evenly beyond it
+    # States to run until, rather than a number of seconds (duration_s is then
+    # the generous bound): the memory limit has killed it this many times, or
+    # the load has had this many answers.
+    stop_after_kills: int | None = None
+    stop_after_ops: int | None = None
 
 
 GO_SIDE = ("goroutines", "go_heap_bytes")
+MIN_SAMPLES_TO_STOP = 16    # a run stopped on a state has at least these (CHECKPOINTS need 4+)
 
 
 def resolve_program(argv0: str, cwd: Path) -> Path | None:
@@ -198,7 +204,7 @@ def audit_program(settings: RunSettings, progress: Progress = lambda _: None) ->
         except LayoutUnavailable:
             pass  # not a Go binary, or stripped: sites show C frames only
     if not settings.pprof_url:
-        missing.append("goroutines and Go heap: no --pprof URL (serve net/http/pprof and pass its address)")
+        missing.append("goroutines and Go heap: no --pprof-url (serve net/http/pprof and pass its address)")
     load = None
     if settings.load_urls:
         from cgo_audit.measure.load import HttpLoad
@@ -221,7 +227,16 @@ def audit_program(settings: RunSettings, progress: Progress = lambda _: None) ->
 
             poller = EndpointPoller(settings.pprof_url, settings.interval_s, stamp)
         if load is not None:
-            threading.Thread(target=lambda: load.wait_ready(60) and load.start(), daemon=True).start()
+            def start_when_ready(load: HttpLoad = load) -> None:
+                if load.wait_ready(60):
+                    load.start()
+
+            threading.Thread(target=start_when_ready, daemon=True).start()
+        enough_ops = settings.stop_after_ops
+        # Enough answers, and enough samples for the trend's checkpoints
+        # however fast the answers came.
+        stop_when = (lambda: load.completed >= enough_ops and len(samples) >= MIN_SAMPLES_TO_STOP) \
+            if load is not None and enough_ops else None
         try:
             if poller is not None:
                 poller.__enter__()
@@ -235,13 +250,17 @@ def audit_program(settings: RunSettings, progress: Progress = lambda _: None) ->
                                     timeout_s=(remaining or 24 * 3600) + 30, sample_interval_s=settings.interval_s,
                                     on_sample=_sampler(session, settings, load, poller, samples, early, lock,
                                                        progress, offset, incarnation),
-                                    stop_after_s=remaining, memory_limit_bytes=settings.memory_limit_bytes)
+                                    stop_after_s=remaining, memory_limit_bytes=settings.memory_limit_bytes,
+                                    stop_when=stop_when)
                 starts.append((record, early))
                 region = early.pop("region", None)
                 if isinstance(region, Region):
                     region.close()
                 if record.stopped or (record.returncode == 0 and not record.memory_limit_hit):
                     break  # asked to stop, or it ended on its own
+                kills = sum(1 for started_record, _ in starts if started_record.memory_limit_hit)
+                if settings.stop_after_kills is not None and kills >= settings.stop_after_kills:
+                    break
         finally:
             if load is not None:
                 load.stop()

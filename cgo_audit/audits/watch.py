@@ -26,6 +26,7 @@ from cgo_audit.model import ProgramResult, ProgramSample
 from cgo_audit.shim.region import Region, latest_region_of
 from cgo_audit.toolchain.endpoint import EndpointPoller
 from cgo_audit.toolchain.gotool import has_cgo, link_info, unreachable_static_cgo
+from cgo_audit.units import format_bytes
 from cgo_audit.verdicts import analysis
 
 SHIM_NAME = "libcgoaudit"
@@ -104,7 +105,7 @@ def watch_process(settings: WatchSettings, on_update: Update = lambda _s, _m: No
                 why = "it is statically linked without cgo: its C heap cannot leak from Go code"
         missing.append(f"C heap: {why}" + (f"; {settings.attach_refusal}" if settings.attach_refusal else ""))
     if not settings.pprof_url:
-        missing.append("goroutines and Go heap: no --pprof URL (serve net/http/pprof and pass its address)")
+        missing.append("goroutines and Go heap: no --pprof-url (serve net/http/pprof and pass its address)")
     region = Region(region_path) if region_path else None
     samples: BoundedSeries[ProgramSample] = BoundedSeries(settings.max_samples)
     limits = proclimits.process_limits(settings.pid)
@@ -173,10 +174,7 @@ def describe(value: int | None, unit: str) -> str:
     if value is None:
         return "-"
     if unit == "B":
-        for suffix, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-            if abs(value) >= size:
-                return f"{value / size:.1f} {suffix}"
-        return f"{value} B"
+        return format_bytes(value)
     return str(value)
 
 

@@ -7,7 +7,16 @@ import os
 import shlex
 from pathlib import Path
 
-from cgo_audit.commands.common import add_output_options, add_policy_options, exit_status, make_console, size_list
+from cgo_audit.commands.common import (
+    add_output_options,
+    add_policy_options,
+    exit_status,
+    make_console,
+    positive_count,
+    positive_seconds,
+    pprof_file,
+    size_list,
+)
 from cgo_audit.errors import AuditError
 
 HELP = "audit a package's benchmarks for leaks"
@@ -20,9 +29,9 @@ def prepare_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", type=Path, default=Path("."), help="directory to run go in (a module)")
     parser.add_argument("--bench", default=".", help="only benchmarks whose name matches this regex")
     parser.add_argument("--sizes", type=size_list, help="fixed -test.benchtime=Nx values, e.g. 1000,2000,4000")
-    parser.add_argument("--run-seconds", type=float, default=0.4,
+    parser.add_argument("--run-seconds", type=positive_seconds, default=0.4,
                         help="target length of the largest run (default 0.4)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds before a run is killed")
+    parser.add_argument("--timeout", type=positive_seconds, default=120.0, help="seconds before a run is killed")
     parser.add_argument("--tags", default="", help="build tags, comma-separated")
     parser.add_argument("--go-flags", default="",
                         help="extra flags for go test -c, split like a shell would: \"-ldflags='-s -w'\"")
@@ -30,14 +39,15 @@ def prepare_parser(parser: argparse.ArgumentParser) -> None:
                         help="do not add the probe file; take figures at process exit")
     parser.add_argument("--stacks", choices=("all", "sampled", "off"), default="all",
                         help="allocation stacks for leak sites: every allocation (default), sampled, or off")
-    parser.add_argument("--sample-bytes", type=int, default=512 * 1024,
+    parser.add_argument("--sample-bytes", type=positive_count, default=512 * 1024,
                         help="with --stacks sampled: mean bytes between samples (default 512 KiB, like Go)")
     parser.add_argument("--goarch", help="build for this GOARCH (arm64) with its C cross-compiler, and run "
                         "under qemu-user when the host is not one (see docs/platforms.md)")
     add_policy_options(parser)
     add_output_options(parser, quiet_help="only leaks, errors and the summary", junit=True)
-    parser.add_argument("--pprof", type=Path, help="write the C-heap leak as a gzipped pprof profile here")
-    parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
+    parser.add_argument("--pprof", type=pprof_file, metavar="FILE",
+                        help="write the C-heap leak as a gzipped pprof profile here")
+    parser.add_argument("-j", "--jobs", type=positive_count, default=os.cpu_count() or 1,
                         help="benchmarks run side by side (default: the number of CPUs)")
     parser.add_argument("--no-tests", action="store_true",
                         help="do not fall back to tests in packages without benchmarks")

@@ -7,11 +7,13 @@ from __future__ import annotations
 import argparse
 import re
 import signal
+import urllib.parse
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 from rich.console import Console
 
+from cgo_audit import units
 from cgo_audit.model import ProgramResult
 
 EXIT_CLEAN, EXIT_LEAK, EXIT_ERROR = 0, 1, 2
@@ -46,16 +48,35 @@ def size_list(text: str) -> list[int]:
     return sizes
 
 
-SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 1000 ** 2,
-              "mib": 1 << 20, "g": 1 << 30, "gb": 1000 ** 3, "gib": 1 << 30}
+Number = TypeVar("Number", int, float)
+
+
+def _number(kind: Callable[[str], Number], minimum: float, what: str) -> Callable[[str], Number]:
+    def parse(text: str) -> Number:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+    parse.__name__ = what
+    return parse
+
+
+# Option types that refuse what cannot be meant, in one line (exit 2).
+seconds = _number(float, 0.0, "a number of seconds >= 0")
+positive_seconds = _number(float, 1e-3, "a number of seconds > 0")
+count = _number(int, 0, "a whole number >= 0")
+positive_count = _number(int, 1, "a whole number >= 1")
 
 
 def byte_size(text: str) -> int:
-    """'256MiB', '1G', '500000' -> bytes."""
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
-    if match is None or match.group(2).lower() not in SIZE_UNITS:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 256MiB)")
-    return int(float(match.group(1)) * SIZE_UNITS[match.group(2).lower()])
+    """'256MiB', '1G', '500000' -> bytes, binary units (cgo_audit.units)."""
+    try:
+        return units.parse_size(text)
+    except units.SizeError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 256MiB)") from None
 
 
 def add_output_options(parser: argparse.ArgumentParser, *, quiet_help: str, junit: bool = False) -> None:
@@ -71,9 +92,10 @@ def add_output_options(parser: argparse.ArgumentParser, *, quiet_help: str, juni
 def add_sampling_options(parser: argparse.ArgumentParser, *, duration: float, duration_help: str) -> None:
     """How long and how often a running program is sampled, and its pprof
     endpoint (goroutines and Go heap)."""
-    parser.add_argument("--duration", type=float, default=duration, help=duration_help)
-    parser.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
-    parser.add_argument("--pprof", dest="pprof_url", help="the program's pprof address, e.g. http://127.0.0.1:6060")
+    parser.add_argument("--duration", type=seconds, default=duration, help=duration_help)
+    parser.add_argument("--interval", type=positive_seconds, default=1.0, help="seconds between samples")
+    parser.add_argument("--pprof-url", type=pprof_url, metavar="URL",
+                        help="the program's net/http/pprof address, e.g. http://127.0.0.1:6060")
     parser.add_argument("--max-samples", type=max_samples, default=DEFAULT_SAMPLES, metavar="N",
                         help=f"samples kept for the fit and the curves; older ones are thinned evenly past it, so "
                         f"a watch of days stays small (default {DEFAULT_SAMPLES})")
@@ -90,6 +112,27 @@ def max_samples(text: str) -> int:
     if value < 16:
         raise argparse.ArgumentTypeError("keep at least 16 samples: the fit's checkpoints need room")
     return value
+
+
+# One meaning per flag: --pprof is always a file cgo-audit writes (bench),
+# --pprof-url always an address it reads (run, watch). Each refuses the other's kind.
+def pprof_url(text: str) -> str:
+    """run/watch --pprof-url: an http(s) address, not a file."""
+    parsed = urllib.parse.urlsplit(text)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an http:// address (--pprof-url reads the program's net/http/pprof endpoint; "
+            "bench --pprof FILE writes a profile)")
+    return text.rstrip("/")
+
+
+def pprof_file(text: str) -> Path:
+    """bench --pprof: the profile file to write, not an address."""
+    if "://" in text:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is an address, not a file (bench --pprof FILE writes a profile; "
+            "run and watch read a program's endpoint with --pprof-url URL)")
+    return Path(text)
 
 
 def add_policy_options(parser: argparse.ArgumentParser) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from cgo_audit.commands.common import EXIT_CLEAN, byte_size, make_console
+from cgo_audit.commands.common import EXIT_CLEAN, byte_size, make_console, positive_count, positive_seconds
 
 HELP = "the field guide's leak, end to end, as an HTML report"
 DESCRIPTION = ("Run the bundled leaky get_value service under a memory limit until it "
@@ -17,7 +17,11 @@ DESCRIPTION = ("Run the bundled leaky get_value service under a memory limit unt
 
 def prepare_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--html", type=Path, default=Path("cgo-audit-demo.html"), help="where to write the report")
-    parser.add_argument("--seconds", type=float, default=20.0, help="how long each service runs (default 20)")
+    parser.add_argument("--kills", type=positive_count, default=3,
+                        help="run the leaky service until the memory limit has killed it this many times (default 3); "
+                             "the fixed one then takes as many requests")
+    parser.add_argument("--max-seconds", type=positive_seconds, default=300.0,
+                        help="give up on a service after this long (default 300)")
     parser.add_argument("--memory-limit", type=byte_size, default=128 << 20,
                         help="the leaky service is killed past this RSS (default 128MiB)")
 
@@ -27,8 +31,9 @@ def run(args: argparse.Namespace) -> int:
     from cgo_audit.report.html import render_programs_html, write_html
 
     console = make_console()
-    console.print(f"running the leaky service for {args.seconds:g}s, then the fixed one ...")
-    demo = run_demo(args.seconds, args.memory_limit)
+    console.print(f"running the leaky service until it has been killed {args.kills} time(s), "
+                  "then the fixed one under as many requests ...")
+    demo = run_demo(args.kills, args.memory_limit, args.max_seconds)
     fix_text = "\n".join(f"leaks: {site.label()}" for site in demo.leaky.sites[:2]) + "\n\nthe fix:\n" + FIX
     page = render_programs_html(
         [demo.leaky, demo.fixed], "The field guide's leak, end to end", demo_intro(demo, args.memory_limit),

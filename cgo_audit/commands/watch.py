@@ -20,7 +20,7 @@ from cgo_audit.model import ProgramSample
 
 HELP = "watch a running process for leaks"
 DESCRIPTION = ("Sample a running process (RSS, fds, threads; its C heap, through the shim it was started "
-               "under or, else, attached to it for the watch; goroutines and Go heap through --pprof) with a "
+               "under or, else, attached to it for the watch; goroutines and Go heap through --pprof-url) with a "
                "live view, then give verdicts from the trends. Ctrl-C ends it.")
 
 

@@ -1,1 +1,3 @@
-"""Measurement: what to run (targets), running it under the shim (runner), reading a process from outside (sampler), and the load generator for services (load)."""
+"""Measurement: what to run (targets), running it under the shim (runner),
+reading a process from outside (sampler), and the load generator for
+services (load)."""

@@ -10,13 +10,15 @@ import time
 import urllib.parse
 from typing import Sequence
 
+from cgo_audit.errors import AuditError
+
 
 class HttpLoad:
     def __init__(self, urls: Sequence[str], concurrency: int = 2, timeout_s: float = 10.0) -> None:
         self.urls = [urllib.parse.urlsplit(url) for url in urls]
         for url in self.urls:
             if url.scheme != "http" or not url.hostname:
-                raise ValueError(f"--load takes http:// URLs, not {urllib.parse.urlunsplit(url)!r}")
+                raise AuditError(f"--load takes http:// URLs, not {urllib.parse.urlunsplit(url)!r}")
         self.concurrency = concurrency
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
@@ -37,7 +39,7 @@ class HttpLoad:
         end = time.monotonic() + deadline_s
         while time.monotonic() < end and not self._stop.is_set():
             try:
-                conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=1)
+                conn = http.client.HTTPConnection(str(url.hostname), url.port or 80, timeout=1)
                 conn.connect()
                 conn.close()
                 return True
@@ -56,7 +58,7 @@ class HttpLoad:
                 path += "?" + url.query
             try:
                 if conn is None:
-                    conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=self.timeout_s)
+                    conn = http.client.HTTPConnection(str(url.hostname), url.port or 80, timeout=self.timeout_s)
                 conn.request("GET", path)
                 conn.getresponse().read()
                 with self._lock:

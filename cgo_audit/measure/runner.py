@@ -26,6 +26,7 @@ from cgo_audit.measure.sampler import ExecutableMapping, ProcessSample, read_map
 from cgo_audit.measure.series import BoundedSeries
 from cgo_audit.toolchain.platform import NATIVE, Platform
 from cgo_audit.shim.region import CHeap, Region, RegionInfo, StackMode, StackRecord, latest_region_of, region_files
+from cgo_audit.toolchain.platform import NATIVE, Platform
 
 PROBE_FDS_ENV = "CGO_AUDIT_PROBE_FDS"
 # The line of a Go program's output that says how it failed.
@@ -210,13 +211,15 @@ def run_target(argv: Sequence[str], session: ShimSession, *, cwd: str | os.PathL
                sample_interval_s: float = 0.05, probe: bool = False,
                on_snapshot: SnapshotHook | None = None, on_sample: SampleHook | None = None,
                stop_after_s: float | None = None, memory_limit_bytes: int | None = None,
-               stdin: int | None = subprocess.DEVNULL) -> RunRecord:
+               stdin: int | None = subprocess.DEVNULL, stop_when: Callable[[], bool] | None = None) -> RunRecord:
     """Runs argv under the shim to completion (or timeout), gathering everything.
 
     With probe=True the target gets two pipes (CGO_AUDIT_PROBE_FDS): each line
     it writes is a Go-side snapshot; the harness adds the C heap and process
     figures of that moment and answers, so the target waits while we read.
-    stop_after_s ends a long-running target (a server) with SIGINT, then SIGKILL.
+    stop_after_s ends a long-running target (a server) with SIGINT, then SIGKILL;
+    so does stop_when, once it returns True (checked at each sample): a state
+    reached, rather than a number of seconds.
     memory_limit_bytes kills it with SIGKILL once its RSS passes the limit, as
     a container's OOM killer would (no privileges needed)."""
     cwd = str(cwd or os.getcwd())
@@ -243,12 +246,12 @@ def run_target(argv: Sequence[str], session: ShimSession, *, cwd: str | os.PathL
     record = RunRecord(argv=list(argv), cwd=cwd, pid=proc.pid)
     try:
         _watch(proc, record, session, started, timeout_s, sample_interval_s, probe_read, ack_write,
-               on_snapshot, on_sample, stop_after_s, memory_limit_bytes)
+               on_snapshot, on_sample, stop_after_s, memory_limit_bytes, stop_when)
     finally:
-        for fd in (probe_read, ack_write):
-            if fd is not None:
+        for pipe_end in (probe_read, ack_write):
+            if pipe_end is not None:
                 try:
-                    os.close(fd)
+                    os.close(pipe_end)
                 except OSError:
                     pass
         if proc.returncode is None:
@@ -334,7 +337,8 @@ def _reap(proc: subprocess.Popen[bytes], record: RunRecord, block: bool) -> bool
 def _watch(proc: subprocess.Popen[bytes], record: RunRecord, session: ShimSession, started: float,
            timeout_s: float, interval_s: float, probe_read: int | None, ack_write: int | None,
            on_snapshot: SnapshotHook | None, on_sample: SampleHook | None,
-           stop_after_s: float | None, memory_limit_bytes: int | None) -> None:
+           stop_after_s: float | None, memory_limit_bytes: int | None,
+           stop_when: Callable[[], bool] | None = None) -> None:
     selector = selectors.DefaultSelector()
     buffers: dict[int, bytearray] = {}
     assert proc.stdout is not None and proc.stderr is not None
@@ -349,6 +353,7 @@ def _watch(proc: subprocess.Popen[bytes], record: RunRecord, session: ShimSessio
     ps_proc = psutil.Process(proc.pid)
     next_sample = started
     stop_sent = False
+    stop_sent_at = 0.0
     gone = False
     gone_at = 0.0
     span: tuple[int, int] | None = None
@@ -358,10 +363,12 @@ def _watch(proc: subprocess.Popen[bytes], record: RunRecord, session: ShimSessio
         if not gone and elapsed > timeout_s:
             record.timed_out = True
             _kill_group(proc.pid)
-        if not gone and stop_after_s is not None and elapsed > stop_after_s and not stop_sent:
+        if not gone and not stop_sent and ((stop_after_s is not None and elapsed > stop_after_s)
+                                           or (stop_when is not None and stop_when())):
             stop_sent = record.stopped = True
+            stop_sent_at = elapsed
             _kill_group(proc.pid, signal.SIGINT)
-        if stop_sent and not gone and elapsed > stop_after_s + 5:
+        if stop_sent and not gone and elapsed > stop_sent_at + 5:
             _kill_group(proc.pid)
         if not gone and now >= next_sample:
             if span is None:

@@ -14,12 +14,19 @@ from cgo_audit.errors import AuditError
 from cgo_audit.measure.shards import Shard
 from cgo_audit.model import BENCH_LINE, SKIP_LINE, PackageOutcome
 from cgo_audit.shim.build import build_static_shim, static_link_flags
-from cgo_audit.toolchain.gotool import (GoBuildError, GoPackage, build_test_binary, cgo_compiler, has_cgo,
-                                        link_info, list_tests)
+from cgo_audit.toolchain.gotool import (
+    GoBuildError,
+    GoPackage,
+    build_test_binary,
+    cgo_compiler,
+    has_cgo,
+    link_info,
+    list_tests,
+)
 from cgo_audit.toolchain.layout import LayoutUnavailable, read_layout
 from cgo_audit.toolchain.modcache import in_module_cache, writable_copy
 from cgo_audit.toolchain.platform import Platform, for_goarch, is_musl, shim_compiler_for
-from cgo_audit.toolchain.probe import is_wrapper, locate_benchmarks, write_overlay, wrapper_name
+from cgo_audit.toolchain.probe import is_wrapper, locate_benchmarks, wrapper_name, write_overlay
 
 BENCHMARK, TEST = "benchmark", "test"
 SKIPPED_DIRS = {"vendor", "testdata", "node_modules"}
@@ -213,7 +220,8 @@ def build_package(package: GoPackage, settings: BenchSettings, workdir: Path
         built = _probed_build(package, settings, workdir, located) if located else None
         if isinstance(built, tuple):
             binary, wrapped = built
-            kind, names = _chosen(_listed(binary, package, BENCHMARK, settings) + _listed(binary, package, TEST, settings), settings)
+            listed = _listed(binary, package, BENCHMARK, settings) + _listed(binary, package, TEST, settings)
+            kind, names = _chosen(listed, settings)
             return binary, kind, names, wrapped, []
     plain = _build(package, settings, workdir / f"{_safe(package.import_path)}.plain.test")
     existing = _listed(plain, package, BENCHMARK, settings) + _listed(plain, package, TEST, settings)
@@ -274,8 +282,9 @@ def prepare_package(package: GoPackage, settings: BenchSettings, workdir: Path
         except LayoutUnavailable as exc:
             if settings.stacks != "off":
                 notes.append(f"Go frames cannot be named: the test binary {exc}; leak sites show C frames only")
-    if settings.platform.note():
-        notes.append(settings.platform.note())
+    platform_note = settings.platform.note()
+    if platform_note:
+        notes.append(platform_note)
     if kind == TEST and settings.only != TEST:
         notes.append("no benchmarks: audited by running this test at several -test.count values")
     try:

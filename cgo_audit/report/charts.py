@@ -7,13 +7,14 @@ import io
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Sequence
+from typing import Any, Sequence
 
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, MaxNLocator
 
+from cgo_audit import units
 from cgo_audit.model import BenchResult, ProgramResult, ProgramSample, comparable
 from cgo_audit.verdicts import analysis
 
@@ -68,7 +69,7 @@ class Chart:
 
 # Text as <text> (the browser's font) keeps each chart a few KB; a fixed salt
 # keeps the ids, and so the file, the same from run to run.
-CHART_STYLE = {
+CHART_STYLE: dict[str, Any] = {
     "svg.fonttype": "none", "svg.hashsalt": "cgo-audit", "font.size": 8,
     "font.family": "sans-serif", "font.sans-serif": ["DejaVu Sans", "Arial", "Helvetica"],
     "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
@@ -79,15 +80,6 @@ COMPARED_CHART_SIZE_IN = (5.4, 1.9)
 CHART_MARGINS = {"left": 0.2, "right": 0.97, "bottom": 0.2, "top": 0.96}
 FIT_COLOR = "#212121"
 RESTART_COLOR = "#ef6c00"
-
-
-def byte_scale(values: Iterable[float]) -> tuple[float, str]:
-    """The binary unit the largest value reads best in."""
-    top = max((abs(v) for v in values), default=0.0)
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if top >= size:
-            return float(size), unit
-    return 1.0, "B"
 
 
 def _floor_limits(chart: Chart) -> tuple[float, float]:
@@ -106,8 +98,8 @@ def _floor_limits(chart: Chart) -> tuple[float, float]:
 def draw_chart(chart: Chart) -> str:
     """The chart as an SVG document."""
     charted = chart.charted
-    divisor, unit = chart.y_scale or (byte_scale(chart.values) if charted.is_bytes else (1.0, charted.metric.unit))
-    with matplotlib.rc_context(CHART_STYLE):
+    divisor, unit = chart.y_scale or (units.scale(chart.values) if charted.is_bytes else (1.0, charted.metric.unit))
+    with matplotlib.rc_context(CHART_STYLE):  # type: ignore[arg-type]  # rcParams keys are Literals
         figure = Figure(figsize=chart.size_in)
         FigureCanvasAgg(figure)
         # Fixed margins, not a layout engine: every chart has the same frame,
@@ -290,7 +282,7 @@ def share_axes(charts: Sequence[Chart | None]) -> list[Chart | None]:
     low, high = min(values + [0.0]), max(values)
     margin = (high - low) * 0.05 or 1.0
     times = [t for c in drawn for t in c.times]
-    scale = byte_scale(values) if drawn[0].charted.is_bytes else (1.0, drawn[0].charted.metric.unit)
-    shared = {"y_limits": (low - margin, high + margin), "x_limits": (0.0, max(times + [1.0])), "y_scale": scale,
-              "size_in": COMPARED_CHART_SIZE_IN}
+    scale = units.scale(values) if drawn[0].charted.is_bytes else (1.0, drawn[0].charted.metric.unit)
+    shared: dict[str, Any] = {"y_limits": (low - margin, high + margin), "x_limits": (0.0, max(times + [1.0])),
+                              "y_scale": scale, "size_in": COMPARED_CHART_SIZE_IN}
     return [replace(c, **shared) if c is not None else None for c in charts]

@@ -11,10 +11,18 @@ from rich.text import Text
 from cgo_audit import __version__
 from cgo_audit.model import AuditReport, Findings, ProgramResult, comparable
 from cgo_audit.report import terminal
-from cgo_audit.report.charts import (CHARTED, Chart, ChartedMetric, ChartInliner, bench_chart, draw_chart,
-                                     incarnations, program_chart, share_axes)
+from cgo_audit.report.charts import (
+    CHARTED,
+    Chart,
+    ChartedMetric,
+    ChartInliner,
+    bench_chart,
+    draw_chart,
+    incarnations,
+    program_chart,
+    share_axes,
+)
 from cgo_audit.verdicts import analysis
-
 
 # --- Page -----------------------------------------------------------------
 

@@ -5,15 +5,50 @@ from __future__ import annotations
 
 import threading
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.console import Console, RenderableType
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
+
+
+class _Bar(ProgressColumn):
+    """No bar while the total is unknown (packages still building): rich
+    would draw a full one (its pulse, without colour) beside 0/?."""
+
+    def __init__(self, bar_width: int) -> None:
+        super().__init__()
+        self._bar = BarColumn(bar_width=bar_width)
+        self._width = bar_width
+
+    def render(self, task: Task) -> RenderableType:
+        return Text(" " * self._width) if task.total is None else self._bar.render(task)
+
+
+class _Count(ProgressColumn):
+    """M/N once the benchmarks are counted; a spinner until then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._spinner = SpinnerColumn()
+        self._count = MofNCompleteColumn()
+
+    def render(self, task: Task) -> RenderableType:
+        return self._spinner.render(task) if task.total is None else self._count.render(task)
 
 
 class BarProgress:
     """A rich progress bar; use as a context manager."""
 
     def __init__(self, console: Console) -> None:
-        self._bar = Progress(TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
+        self._bar = Progress(TextColumn("{task.description}"), _Bar(bar_width=24), _Count(),
                              TimeElapsedColumn(), console=console, transient=True)
         self._task = self._bar.add_task("building", total=None)
         self._running: dict[str, int] = {}

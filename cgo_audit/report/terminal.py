@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import textwrap
 from typing import Iterable
 
@@ -11,6 +12,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from cgo_audit.model import AuditReport, BenchResult, Findings, ProgramResult
+from cgo_audit.units import format_bytes
 from cgo_audit.verdicts import analysis
 from cgo_audit.verdicts.analysis import C_ALLOCS, C_BYTES, FDS, GO_HEAP, GOROUTINES, RSS, Growth
 
@@ -19,15 +21,15 @@ VERDICT_STYLE = {analysis.CLEAN: "green", "error": "bold red", "skipped": "dim",
 WIDTH = 80
 
 
-def human_bytes(value: float) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if abs(value) >= size:
-            return f"{value / size:.1f} {unit}"
-    return f"{value:.0f} B"
-
-
-def per_op_text(value: float, decimals: int = 2) -> str:
+def per_op_text(value: float, decimals: int = 2, significant: bool = False) -> str:
+    """value at `decimals` places; with significant=True (a measured slope,
+    not noise), a value too small for those places keeps two significant
+    digits instead of reading as 0: 16 bytes every 1000 calls is 0.016, not 0.02."""
     text = f"{value:.{decimals}f}"
+    if significant and value != 0 and abs(value) < 10 ** -decimals * 10:
+        places = min(-math.floor(math.log10(abs(value))) + 1, 12)
+        if places > decimals:
+            return f"{value:.{places}f}".rstrip("0")
     return "0" if text.strip("-0.") == "" else text
 
 
@@ -37,7 +39,7 @@ def figure(result: Findings, key: str, decimals: int) -> str:
     growth = result.growth.get(key)
     if growth is None:
         return "-"
-    text = per_op_text(growth.per_op, decimals)
+    text = per_op_text(growth.per_op, decimals, significant=growth.shape == analysis.LINEAR)
     steady = growth.shape in (analysis.LINEAR, analysis.FLAT) or text == "0"
     return text if steady else "~" + text
 
@@ -96,8 +98,9 @@ def evidence(result: Findings) -> list[str]:
         c = growth.get(C_BYTES.key)
         allocs = result.per_op(C_ALLOCS.key)
         points = "checkpoints" if hasattr(result, "samples") else "runs"
-        line = (f"C heap grows {per_op_text(result.per_op(C_BYTES.key))} B/op in "
-                f"{per_op_text(allocs)} allocs/op ({_shape_words(c, points)})" if c else "C heap grows")
+        line = (f"C heap grows {per_op_text(result.per_op(C_BYTES.key), significant=True)} B/op in "
+                f"{per_op_text(allocs, significant=True)} allocs/op ({_shape_words(c, points)})"
+                if c else "C heap grows")
         line += limit_words(c if c and c.leaking else growth.get(C_ALLOCS.key))
         if go_flat:
             line += (f"; the Go heap stays flat ({per_op_text(go_heap.per_op, 0)} B/op): "
@@ -120,7 +123,7 @@ def evidence(result: Findings) -> list[str]:
         lines.append(f"goroutines grow {per_op_text(result.per_op(GOROUTINES.key))}/op: goroutines "
                      "block forever instead of ending (see /debug/pprof/goroutine?debug=1).")
     if analysis.GO_HEAP_LEAK in verdicts:
-        lines.append(f"the Go heap grows {human_bytes(result.per_op(GO_HEAP.key))}/op after a forced GC"
+        lines.append(f"the Go heap grows {format_bytes(result.per_op(GO_HEAP.key))}/op after a forced GC"
                      f"{limit_words(growth.get(GO_HEAP.key))}: "
                      "something keeps references (go tool pprof -inuse_space shows where).")
     if analysis.RSS_UNEXPLAINED in verdicts:
@@ -129,7 +132,7 @@ def evidence(result: Findings) -> list[str]:
                   (FDS.key, "fds"))
         flat = [name for key, name in others if key in growth]
         unmeasured = [name for key, name in others if key not in growth]
-        line = (f"RSS grows {human_bytes(result.per_op(RSS.key))}/op{limit_words(growth.get(RSS.key))} "
+        line = (f"RSS grows {format_bytes(result.per_op(RSS.key))}/op{limit_words(growth.get(RSS.key))} "
                 f"while {_listed(flat)} stay flat")
         if unmeasured:
             line += f" ({_listed(unmeasured)} {'was' if len(unmeasured) == 1 else 'were'} not measured)"
@@ -137,24 +140,24 @@ def evidence(result: Findings) -> list[str]:
     c_peak = growth.get(analysis.C_PEAK.key)
     c_live = growth.get(C_BYTES.key)
     if (c_peak is not None and c_peak.leaking and c_live is not None and not c_live.leaking):
-        lines.append(f"the C heap's peak grows {human_bytes(c_peak.per_op)}/op while nothing stays live: "
+        lines.append(f"the C heap's peak grows {format_bytes(c_peak.per_op)}/op while nothing stays live: "
                      "memory freed late (by finalizers after a GC, or at the end), not leaked.")
     for key, metric_growth in growth.items():
         if metric_growth.shape == analysis.PLATEAU and key not in (RSS.key, analysis.C_PEAK.key,
                                                                    analysis.GO_MAPPED.key):
             label = next(m.label for m in analysis.METRICS if m.key == key)
-            lines.append(f"{label} grew to a plateau ({human_bytes(metric_growth.total) if key.endswith('bytes') else f'{metric_growth.total:.0f}'} "
-                         "in all), then stayed flat: bounded, not a leak.")
+            total = format_bytes(metric_growth.total) if key.endswith("bytes") else f"{metric_growth.total:.0f}"
+            lines.append(f"{label} grew to a plateau ({total} in all), then stayed flat: bounded, not a leak.")
     if result.skipped is not None:
         said = f' ("{result.skipped}")' if result.skipped else ""
         lines.append(f"skipped itself{said}: nothing of it ran, so nothing was measured.")
     if result.error:
         lines.append(f"error: {result.error}")
-        points = getattr(result, "points", None)
-        last = points[-1] if points else None
+        run_points = getattr(result, "points", None)
+        last = run_points[-1] if run_points else None
         if last is not None and last.record is not None and last.record.final_c_heap is not None:
             cheap = last.record.final_c_heap
-            lines.append(f"counters gathered before it ended: C heap {human_bytes(cheap.user_live_bytes)} "
+            lines.append(f"counters gathered before it ended: C heap {format_bytes(cheap.user_live_bytes)} "
                          f"live in {cheap.user_live_allocs} allocs.")
     lines.extend(result.notes)
     return lines
@@ -170,7 +173,9 @@ def site_lines(result: Findings) -> list[str]:
     estimate = "~" if result.sample_period_bytes else ""
     lines = ["leak sites (C heap left behind per op" + (", estimated from samples" if estimate else "") + "):"]
     for site in result.sites[:TOP_SITES]:
-        figures = f"  {estimate}{per_op_text(site.bytes_per_op):>8} B/op {per_op_text(site.allocs_per_op):>6} allocs/op"
+        site_bytes = per_op_text(site.bytes_per_op, significant=True)
+        site_allocs = per_op_text(site.allocs_per_op, significant=True)
+        figures = f"  {estimate}{site_bytes:>8} B/op {site_allocs:>6} allocs/op"
         label = site.label()
         if len(figures) + len(label) + 6 <= WIDTH:
             lines.append(f"{figures}  {label}")

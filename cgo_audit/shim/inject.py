@@ -125,8 +125,8 @@ def signals_held() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        for sig in dict.fromkeys(arrived):
-            signal.raise_signal(sig)
+        for arrived_sig in dict.fromkeys(arrived):
+            signal.raise_signal(arrived_sig)
 
 
 def _traced(pid: int, action, during: str = "attach"):  # type: ignore[no-untyped-def]

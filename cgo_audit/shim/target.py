@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
 
 from cgo_audit.errors import AuditError
 from cgo_audit.shim.ptrace import Memory
@@ -116,7 +117,7 @@ def symbol_address(pid: int, maps: list[Mapping], path_pattern: str, names: tupl
         elf = ELFFile(stream)
         first_load = min((seg["p_vaddr"] for seg in elf.iter_segments() if seg["p_type"] == "PT_LOAD"), default=0)
         dynsym = elf.get_section_by_name(".dynsym")
-        if dynsym is None:
+        if not isinstance(dynsym, SymbolTableSection):
             return None
         found: dict[str, int] = {}
         for sym in dynsym.iter_symbols():

@@ -111,9 +111,14 @@ def _package(item: Mapping[str, object]) -> GoPackage:
         import_path=str(item.get("ImportPath", "")), dir=Path(str(item.get("Dir", "."))),
         name=str(item.get("Name", "")), module_path=module.get("Path"),
         module_dir=Path(module["Dir"]) if module.get("Dir") else None,
-        go_files=tuple(item.get("GoFiles") or ()), cgo_files=tuple(item.get("CgoFiles") or ()),
-        test_go_files=tuple(item.get("TestGoFiles") or ()),
-        xtest_go_files=tuple(item.get("XTestGoFiles") or ()), error=message)
+        go_files=_names(item, "GoFiles"), cgo_files=_names(item, "CgoFiles"),
+        test_go_files=_names(item, "TestGoFiles"), xtest_go_files=_names(item, "XTestGoFiles"), error=message)
+
+
+def _names(item: Mapping[str, object], key: str) -> tuple[str, ...]:
+    """A list of file names from `go list -json` (absent when empty)."""
+    value = item.get(key)
+    return tuple(str(name) for name in value) if isinstance(value, list) else ()
 
 
 def _build_flags(tags: Sequence[str], go_flags: Sequence[str]) -> list[str]:
@@ -224,7 +229,8 @@ def has_linked_shim(path: Path) -> bool:
     try:
         with open(path, "rb") as stream:
             symtab = ELFFile(stream).get_section_by_name(".symtab")
-            return symtab is not None and bool(getattr(symtab, "get_symbol_by_name", lambda _: None)("cgo_audit_region"))
+            lookup = getattr(symtab, "get_symbol_by_name", lambda _: None)
+            return symtab is not None and bool(lookup("cgo_audit_region"))
     except (ELFError, OSError):
         return False
 

@@ -78,10 +78,11 @@ def _struct_members(elf: ELFFile) -> dict[str, dict[str, int]]:
             type_name = die.attributes.get("DW_AT_name")
             struct = type_name.value.decode() if type_name else ""
             if struct in WANTED and struct not in found:
+                offset = "DW_AT_data_member_location"
                 found[struct] = {
-                    member.attributes["DW_AT_name"].value.decode(): member.attributes["DW_AT_data_member_location"].value
+                    member.attributes["DW_AT_name"].value.decode(): member.attributes[offset].value
                     for member in die.iter_children()
-                    if member.tag == "DW_TAG_member" and "DW_AT_data_member_location" in member.attributes}
+                    if member.tag == "DW_TAG_member" and offset in member.attributes}
         if len(found) == len(WANTED):
             return found
     raise LayoutUnavailable("has no runtime.g in its DWARF (not a Go binary?)")

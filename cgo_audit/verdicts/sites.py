@@ -98,11 +98,13 @@ class SiteKey:
     c_stack: tuple[str, ...]  # C frames below it, innermost first (e.g. strdup)
     call_pc: int         # the call's address in its module: two calls on one line differ here
     via: str = ""        # the dependency's function that made the cgo call, when it is not the user's
+    inlined_into: str = ""  # the function the compiler inlined `function` into, as go tool pprof shows it
 
     def label(self) -> str:
         below = f" -> {' -> '.join(reversed(self.c_stack))}" if self.c_stack else ""
         via = f" (via {short_function(self.via)})" if self.via else ""
-        return f"{short_function(self.function)} {self.where}  {self.c_function}{below}{via}"
+        inlined = f" (inlined into {short_function(self.inlined_into)})" if self.inlined_into else ""
+        return f"{short_function(self.function)} {self.where}{inlined}  {self.c_function}{below}{via}"
 
     @property
     def where(self) -> str:
@@ -199,8 +201,35 @@ def readable(record: StackRecord, symbolizer: Symbolizer, home: str | None = Non
     c_function = c_call or (user_c.function if user_c else "C.<call>")
     if user_c is not None and c_call is not None and user_c.function != c_call[2:]:
         c_below.insert(0, user_c.function)
-    key = SiteKey(anchor.function, anchor.file, anchor.line, c_function, tuple(c_below), anchor.file_address, via)
+    function, inlined_into = source_function(expanded, anchor)
+    key = SiteKey(function, anchor.file, anchor.line, c_function, tuple(c_below), anchor.file_address, via,
+                  inlined_into)
     return ReadableStack(key, shown, created_by)
+
+
+# The last component of a closure's name: Go names closures Outer.func1, and
+# those of an inlined function Caller.Inlined.Caller.Inlined.1.2 (Go 1.22).
+_CLOSURE = re.compile(r"\.(func\d+|\d+)$")
+
+
+def source_function(expanded: Sequence[Frame], anchor: Frame) -> tuple[str, str]:
+    """The function a reader wrote, as go tool pprof names it, and what the
+    compiler inlined it into ("" if nothing). A closure inlined into the
+    function it was written in (cgo wraps each C call in one; so do users)
+    is named after that function: its generated name is no name a reader
+    wrote. The line stays the closure's own."""
+    if anchor not in expanded:
+        return anchor.function, ""
+    index = expanded.index(anchor)
+    frame = anchor
+    while frame.inlined and _CLOSURE.search(frame.function) and index + 1 < len(expanded):
+        outer = expanded[index + 1]
+        outer_short = short_function(outer.function).split(".", 1)[-1]
+        if f".{outer_short}." not in f".{short_function(frame.function).split('.', 1)[-1]}.":
+            break
+        index, frame = index + 1, outer
+    inlined_into = expanded[index + 1].function if frame.inlined and index + 1 < len(expanded) else ""
+    return frame.function, inlined_into
 
 
 @dataclass

@@ -21,7 +21,6 @@ from typing import Iterable, Sequence
 
 from cgo_audit.measure.sampler import ExecutableMapping
 
-
 # Generous: a large binary's first lookup reads all of its DWARF.
 SYMBOLIZE_TIMEOUT = 300
 

@@ -104,8 +104,8 @@ func retryPause(attempt int) time.Duration {
 	return pause
 }
 
-// formatBytes writes exact bytes, with a binary-unit reading past 1 KiB
-// (the pytest plugin's limit_c_leaks messages read the same).
+// formatBytes reads sizes the way cgo-audit does everywhere (cgo_audit/units.py,
+// format_exact): exact bytes, and binary units (KiB = 1024 B) past 1 KiB.
 func formatBytes(n int64) string {
 	if n < 1024 && n > -1024 {
 		return fmt.Sprintf("%d B", n)

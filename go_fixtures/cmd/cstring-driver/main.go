@@ -3,8 +3,8 @@
 package main
 
 import (
-	"github.com/cgo-audit/cgo-audit/goaudit/auditdriver"
 	"github.com/cgo-audit/cgo-audit/go_fixtures/cstring"
+	"github.com/cgo-audit/cgo-audit/goaudit/auditdriver"
 )
 
 func main() {

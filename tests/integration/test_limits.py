@@ -1,0 +1,159 @@
+"""A resource that grows until it stops at one of the process's limits has
+been exhausted, not bounded: fd-leak (or cgo-leak) with the limit named,
+never a plateau called clean."""
+
+from __future__ import annotations
+
+import json
+import re
+import resource
+import subprocess
+import sys
+
+import pytest
+
+from cgo_audit.measure.load import HttpLoad
+
+from helpers import REPO, SERVER_CWD, audit_json, free_port, write_module
+
+pytestmark = pytest.mark.slow
+
+FD_LIMIT = 256
+
+
+def test_run_calls_fds_stopped_at_the_open_file_limit_a_leak(tmp_path, leakyserver):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    # One pipe's read end kept open per request; each request takes 5 ms, so
+    # the fds climb over a second or more before they reach the limit.
+    proc, report = audit_json(tmp_path, "--duration", "6", "--interval", "0.25", "--concurrency", "1",
+                              "--load", f"{base}/value", "--cwd", str(SERVER_CWD), "--",
+                              str(leakyserver), "-addr", f"127.0.0.1:{port}", "-mode", "pipes", "-delay", "5ms",
+                              command="run", fd_limit=FD_LIMIT)
+    program = report["program"]
+    assert proc.returncode == 1 and program["verdict"] == "fd-leak", proc.stdout + proc.stderr
+    fds = program["growth"]["fds"]
+    assert fds["shape"] == "at-limit" and fds["limit_value"] == FD_LIMIT
+    assert fds["limit_name"] == f"the open-file limit ({FD_LIMIT})"
+    # Exactly one fd per request, give or take the one request in flight at a sample.
+    assert program["fds_per_op"] == pytest.approx(1.0, rel=0.05)
+    assert max(s["fds"] for s in program["samples"]) >= FD_LIMIT - 3
+    text = " ".join(proc.stdout.split())
+    assert re.search(rf"grew 1\.0 fd/req until it hit the open-file limit \({FD_LIMIT}\) after \d+ s", text), text
+    assert "bounded, not a leak" not in text
+
+
+def test_run_names_the_memory_limit_a_c_leak_ran_into(tmp_path, leakyserver):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    # 60 KB keys: each request leaks a copy (plus "testdata/app.conf" and NULs).
+    proc, report = audit_json(tmp_path, "--duration", "60", "--interval", "0.25", "--memory-limit", "96MiB",
+                              "--load", f"{base}/value?key={'k' * 60000}", "--cwd", str(SERVER_CWD), "--",
+                              str(leakyserver), "-addr", f"127.0.0.1:{port}", "-mode", "leaky", command="run")
+    program = report["program"]
+    assert proc.returncode == 1 and program["verdict"] == "cgo-leak", proc.stdout + proc.stderr
+    assert "memory limit" in program["ended"]
+    assert program["c_leak_bytes_per_op"] == pytest.approx(60000 + 1 + 18, rel=0.02)
+    assert program["growth"]["c_bytes"]["limit_name"] == "the memory limit (96 MiB)"
+    text = " ".join(proc.stdout.split())
+    assert re.search(r"C heap grows (59|60)\d{3}\.\d\d B/req .* until it hit the memory limit \(96 MiB\) after \d+ s",
+                     text), text
+
+
+def test_bench_calls_fds_stopped_at_the_open_file_limit_a_leak(tmp_path):
+    # A benchmark that leaks a pipe per op and ignores the error once the
+    # limit is reached: its fds stop at the limit in every larger run.
+    module = write_module(tmp_path / "mod", {
+        "pipes/pipes.go": """
+            package pipes
+
+            import "os"
+
+            var kept []*os.File
+
+            // Open leaks a pipe's read end (kept, so no finalizer closes it).
+            func Open() {
+                r, w, err := os.Pipe()
+                if err != nil {
+                    return
+                }
+                w.Close()
+                kept = append(kept, r)
+            }
+            """,
+        "pipes/pipes_test.go": """
+            package pipes
+
+            import "testing"
+
+            func BenchmarkOpen(b *testing.B) {
+                for i := 0; i < b.N; i++ {
+                    Open()
+                }
+            }
+            """,
+    })
+    proc, report = audit_json(tmp_path, "--dir", str(module), "--sizes", "50,100,200,400,800", "./...",
+                              fd_limit=FD_LIMIT)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    result = report["results"][0]
+    assert result["verdict"] == "fd-leak", result["growth"]["fds"]
+    fds = result["growth"]["fds"]
+    assert fds["shape"] == "at-limit" and fds["limit_value"] == FD_LIMIT
+    assert result["fds_per_op"] == pytest.approx(1.0, rel=0.02)
+    text = " ".join(proc.stdout.split())
+    assert re.search(rf"grew 1\.0 fd/op until it hit the open-file limit \({FD_LIMIT}\) at 40[01] ops", text), text
+
+
+def test_watch_calls_fds_stopped_at_the_open_file_limit_a_leak(tmp_path, leakyserver):
+    # The server alone runs under the low limit; 20 ms a request: about 50
+    # fds a second, so the climb to the limit takes seconds and is watched.
+    port = free_port()
+    server = subprocess.Popen([str(leakyserver), "-addr", f"127.0.0.1:{port}", "-mode", "pipes", "-delay", "20ms"],
+                              cwd=SERVER_CWD, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT)))
+    load = HttpLoad([f"http://127.0.0.1:{port}/value"], concurrency=1)
+    try:
+        assert load.wait_ready(20)
+        load.start()
+        proc, report = audit_json(tmp_path, str(server.pid), "--duration", "12", "--interval", "0.25",
+                                  command="watch")
+    finally:
+        load.stop()
+        server.kill()
+        server.wait()
+    program = report["program"]
+    assert "fd-leak" in program["verdicts"], proc.stdout + proc.stderr
+    fds = program["growth"]["fds"]
+    assert fds["shape"] == "at-limit" and fds["limit_name"] == f"the open-file limit ({FD_LIMIT})"
+    text = " ".join(proc.stdout.split())
+    assert re.search(rf"until it hit the open-file limit \({FD_LIMIT}\) after \d+ s", text), text
+
+
+def test_run_says_a_program_died_at_its_address_space_limit(tmp_path, leakyserver):
+    # RLIMIT_AS (ulimit -v) for the audit and the server it starts: each
+    # request leaks 60 KB until a malloc fails, which is fatal to Go.
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    out = tmp_path / "report.json"
+    limit = 2 << 30
+    proc = subprocess.run(
+        [sys.executable, "-m", "cgo_audit", "run", "--json", str(out), "--duration", "60", "--interval", "0.1",
+         "--load", f"{base}/value?key={'k' * 60000}", "--cwd", str(SERVER_CWD), "--", str(leakyserver),
+         "-addr", f"127.0.0.1:{port}", "-mode", "leaky"],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+    program = json.loads(out.read_text())["program"]
+    assert proc.returncode in (1, 2), proc.stdout + proc.stderr
+    assert "exited with status 2" in program["ended"], program["ended"]   # Go's fatal error
+    text = " ".join(proc.stdout.split())
+    # Either enough samples came first (a C leak that ended at the limit), or
+    # it died too soon for a fit, and the report says where it was.
+    if program["verdict"] == "cgo-leak":
+        assert program["growth"]["c_bytes"]["limit_name"] == "the address-space limit (2 GiB)"
+    else:
+        assert program["verdict"] == "inconclusive", program["verdicts"]
+        # The limit is named exactly when the last sample before the death sat at it.
+        last = program["samples"][-1]["vms_bytes"] if program["samples"] else 0
+        named = "its virtual memory at the address-space limit (2 GiB) when last sampled" in text
+        assert named == (last >= 0.98 * limit), (last, text)
