@@ -36,8 +36,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
-from cgo_audit.toolchain.layout import layout_from_dwarf, read_layout  # noqa: E402
 from cgo_audit.shim.build import build_shim  # noqa: E402
+from cgo_audit.toolchain.layout import layout_from_dwarf, read_layout  # noqa: E402
 
 STAMP_MAIN = """package main
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 from cgo_audit.errors import AuditError
-from cgo_audit.measure.limits import FDS as FDS_LIMITED, own_limits
+from cgo_audit.measure.limits import FDS as FDS_LIMITED
+from cgo_audit.measure.limits import own_limits
 from cgo_audit.measure.runner import ShimSession, failure_line, run_target
 from cgo_audit.measure.shards import split
 from cgo_audit.measure.targets import BENCHMARK, BenchSettings, BenchTarget, find_modules, prepare_package

@@ -423,7 +423,7 @@ def _conclude(settings: RunSettings, starts: list[tuple[RunRecord, dict[str, obj
             notes.append(figures)
     elif record.memory_limit_hit or record.crashed or (record.returncode not in (0, None) and not record.stopped):
         notes.append(f"the program {record.exit_description()}; verdict from the {series.seen} samples taken before")
-    unmeasured = () if c_measured else (analysis.C_BYTES.key, analysis.C_ALLOCS.key)
+    unmeasured: tuple[str, ...] = () if c_measured else (analysis.C_BYTES.key, analysis.C_ALLOCS.key)
     if not any(s.goroutines is not None for s in usable):
         unmeasured += (analysis.GOROUTINES.key, analysis.GO_HEAP.key)
     result = ProgramResult(argv=list(settings.argv), per=per, samples=samples, record=record, missing=missing,

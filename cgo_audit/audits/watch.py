@@ -19,7 +19,7 @@ from cgo_audit.audits.run import analyse_series, attribute_sites
 from cgo_audit.errors import AuditError
 from cgo_audit.measure import limits as proclimits
 from cgo_audit.measure.runner import REGION_DIR_ENV
-from cgo_audit.measure.sampler import read_maps, sample_process
+from cgo_audit.measure.sampler import ExecutableMapping, read_maps, sample_process
 from cgo_audit.measure.series import DEFAULT_CAPACITY, BoundedSeries
 from cgo_audit.measure.stacktimeline import StackTimeline
 from cgo_audit.model import ProgramResult, ProgramSample
@@ -116,7 +116,7 @@ def watch_process(settings: WatchSettings, on_update: Update = lambda _s, _m: No
     # A process whose shim records stacks gets leak sites, as under run.
     stack_mode = region.stack_mode() if region else None
     timeline: StackTimeline[ProgramSample] | None = StackTimeline() if stack_mode and stack_mode.mode else None
-    maps = []
+    maps: list[ExecutableMapping] = []
     ended = "was watched until you stopped"
     try:
         if poller:
@@ -159,7 +159,7 @@ def watch_process(settings: WatchSettings, on_update: Update = lambda _s, _m: No
     if samples.thinned:
         notes.append(f"{samples.seen} samples taken; {len(kept)} kept, evenly spread over the watch "
                      f"(one in {samples.stride}), for the fit and the curves")
-    unmeasured = () if c_measured else (analysis.C_BYTES.key, analysis.C_ALLOCS.key)
+    unmeasured: tuple[str, ...] = () if c_measured else (analysis.C_BYTES.key, analysis.C_ALLOCS.key)
     if not any(s.goroutines is not None for s in kept):
         unmeasured += (analysis.GOROUTINES.key, analysis.GO_HEAP.key)
     result = ProgramResult(argv=argv, per="second", samples=kept, missing=missing, verdicts=verdicts,

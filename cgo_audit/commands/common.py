@@ -5,7 +5,6 @@ run or watch."""
 from __future__ import annotations
 
 import argparse
-import re
 import signal
 import urllib.parse
 from pathlib import Path

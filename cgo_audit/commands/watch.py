@@ -7,8 +7,6 @@ from __future__ import annotations
 import argparse
 
 from cgo_audit.commands.common import (
-    EXIT_CLEAN,
-    EXIT_ERROR,
     add_metrics_option,
     add_output_options,
     add_sampling_options,

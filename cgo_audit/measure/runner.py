@@ -24,7 +24,6 @@ import psutil
 from cgo_audit.errors import AuditError
 from cgo_audit.measure.sampler import ExecutableMapping, ProcessSample, read_maps, sample_process
 from cgo_audit.measure.series import BoundedSeries
-from cgo_audit.toolchain.platform import NATIVE, Platform
 from cgo_audit.shim.region import CHeap, Region, RegionInfo, StackMode, StackRecord, latest_region_of, region_files
 from cgo_audit.toolchain.platform import NATIVE, Platform
 

@@ -102,7 +102,7 @@ def evidence(result: Findings) -> list[str]:
                 f"{per_op_text(allocs, significant=True)} allocs/op ({_shape_words(c, points)})"
                 if c else "C heap grows")
         line += limit_words(c if c and c.leaking else growth.get(C_ALLOCS.key))
-        if go_flat:
+        if go_flat and go_heap is not None:
             line += (f"; the Go heap stays flat ({per_op_text(go_heap.per_op, 0)} B/op): "
                      "go tool pprof cannot see this leak")
         lines.append(line + ".")

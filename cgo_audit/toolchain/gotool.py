@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-
 from cgo_audit.errors import AuditError
 from cgo_audit.toolchain.elfheaders import PT_INTERP, NotElf, open_headers
 

@@ -18,7 +18,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
 
-
 from cgo_audit.measure.sampler import ExecutableMapping
 
 # Generous: a large binary's first lookup reads all of its DWARF.

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 import pytest
-from loopback_server import WAIT_S, Server
 
 from cgo_audit.driver import build_go_command
 from cgo_audit.measure.runner import ShimSession
@@ -20,6 +19,7 @@ from cgo_audit.toolchain.gotool import go_executable
 from cgo_audit.toolchain.layout import read_layout
 
 from helpers import FIXTURES, GO_HELPERS, SERVER_CWD, source_line
+from loopback_server import WAIT_S, Server
 
 LEAK_PER_REQUEST = 26        # C.CString("testdata/app.conf") + C.CString("timeout"): 18 + 8 bytes
 GETVALUE_GO = SERVER_CWD / "getvalue.go"

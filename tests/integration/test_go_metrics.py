@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from loopback_server import WAIT_S, Server
 
 from cgo_audit.measure.runner import ShimSession
 from cgo_audit.toolchain.gotool import go_executable
 from cgo_audit.toolchain.layout import read_layout
 
 from helpers import GO_HELPERS, write_module
+from loopback_server import WAIT_S, Server
 
 PROM_MODULE = GO_HELPERS / "prom"
 CLIENT_GOLANG = "github.com/prometheus/client_golang"
