@@ -11,11 +11,31 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).parent
-# The demo: go_fixtures' leaky service and the cstring package it calls, without tests.
-DEMO_FILES = ("cmd/leakyserver/main.go", "cstring/getvalue.go", "cstring/getvalue.c", "cstring/getvalue.h",
-              "cstring/testdata/app.conf")
-# Its own go.mod: go_fixtures' one also requires the Go helpers, through a local replace.
-DEMO_GO_MOD = "module github.com/cgo-audit/cgo-audit/go_fixtures\n\ngo 1.22\n"
+
+
+def demo_files():
+    """The demo's Go service and every package of this repository it
+    imports (without tests), as (source, path under _demo): go_fixtures'
+    packages at their place, the Go helper module beside them under goaudit/
+    (its own module: prom, with client_golang, is not needed)."""
+    fixtures, helpers = ROOT / "go_fixtures", ROOT / "goaudit"
+    picked = [fixtures / "cmd" / "leakyserver" / "main.go", fixtures / "cstring" / "testdata" / "app.conf"]
+    for package in (fixtures / "cstring", fixtures / "sessioncache"):
+        picked += package.glob("*.[chg]*")
+    picked += [helpers / "go.mod", helpers / "version.go", helpers / "leakcheck" / "cgo_audit_region.h"]
+    for package in (helpers / "cheap", helpers / "internal" / "shimregion"):
+        picked += package.glob("*.[chg]*")
+    for source in picked:
+        if source.suffix in (".go", ".c", ".h", ".conf", ".mod") and not source.name.endswith("_test.go"):
+            base = fixtures if fixtures in source.parents else ROOT
+            yield source, source.relative_to(base)
+
+
+# Its own go.mod: go_fixtures' one replaces the Go helpers with ../goaudit;
+# the demo carries them inside.
+DEMO_GO_MOD = ("module github.com/cgo-audit/cgo-audit/go_fixtures\n\ngo 1.22\n\n"
+               "require github.com/cgo-audit/cgo-audit/goaudit v0.0.0\n\n"
+               "replace github.com/cgo-audit/cgo-audit/goaudit => ./goaudit\n")
 
 
 class BuildWithShimSources(build_py):
@@ -27,9 +47,9 @@ class BuildWithShimSources(build_py):
         for source in ROOT.joinpath("csrc").glob("*.[ch]"):
             shutil.copy2(source, target / source.name)
         demo = package / "_demo"
-        for name in DEMO_FILES:
+        for source, name in demo_files():
             (demo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / "go_fixtures" / name, demo / name)
+            shutil.copy2(source, demo / name)
         (demo / "go.mod").write_text(DEMO_GO_MOD)
 
 
