@@ -9,6 +9,9 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -119,3 +122,30 @@ def require_published(module_dir: Path, module: str, version: str) -> None:
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         pytest.skip(f"{module} cannot be fetched through the Go module proxy: "
                     f"{lines[-1] if lines else f'go get exited with {proc.returncode}'}")
+
+
+class PacedLoad:
+    """GET url per_second times a second on average, from a thread: each
+    request is due at a fixed time, and a late one is sent at once."""
+
+    def __init__(self, url: str, per_second: float) -> None:
+        self.url, self.period = url, 1.0 / per_second
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        while not self._stop.is_set():
+            due = start + self.sent * self.period
+            if due > time.monotonic():
+                self._stop.wait(due - time.monotonic())
+                continue
+            with urllib.request.urlopen(self.url, timeout=10) as answer:
+                answer.read()
+            self.sent += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)

@@ -22,7 +22,7 @@ from cgo_audit.audits.attach import attached
 from cgo_audit.measure.load import HttpLoad
 from cgo_audit.shim.region import Region
 
-from helpers import REPO, SERVER_CWD, assert_one_line_error, audit_json, free_port, run_cli
+from helpers import REPO, SERVER_CWD, PacedLoad, assert_one_line_error, audit_json, free_port, run_cli
 
 pytestmark = pytest.mark.skipif(os.uname().machine != "x86_64", reason="attach is implemented for x86-64 only")
 
@@ -110,10 +110,11 @@ def test_attach_calls_the_fixed_server_clean(tmp_path, leakyserver):
 
 
 def test_watch_attaches_when_the_process_was_not_started_under_the_shim(tmp_path, leaky):
-    load = HttpLoad([leaky.url()])
-    load.start()
+    # Per second: a fixed pace a busy machine still keeps (catching up when
+    # late), so the C heap's slope is steady however busy the machine is.
+    load = PacedLoad(leaky.url(), per_second=100)
     try:
-        wait_for(lambda: load.completed > 500, what="the load to run")
+        wait_for(lambda: load.sent > 100, what="the load to run")
         proc, report = audit_json(tmp_path, str(leaky.proc.pid), "--duration", "6", "--interval", "0.25",
                                   command="watch")
     finally:

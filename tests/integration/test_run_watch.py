@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
-import time
-import urllib.request
 
 import pytest
 
 from cgo_audit.measure.load import HttpLoad
 from cgo_audit.measure.runner import ShimSession
 
-from helpers import SERVER_CWD, assert_one_line_error, audit_json, free_port, run_cli
+from helpers import SERVER_CWD, PacedLoad, assert_one_line_error, audit_json, free_port, run_cli
 
 
 def run_server(tmp_path, leakyserver, mode: str, *extra: str, key: str = "timeout", requests: int = 3000):
@@ -80,33 +77,6 @@ def test_run_without_a_command_or_with_a_missing_one(tmp_path):
     assert_one_line_error(run_cli("run", "--duration", "1"), "needs a command")
     assert_one_line_error(run_cli("run", "--requests", "10", "--", "true"), "--requests N needs --load URL")
     assert_one_line_error(run_cli("run", "--duration", "1", "--", str(tmp_path / "nope")), "command not found")
-
-
-class PacedLoad:
-    """GET url per_second times a second on average, from a thread: each
-    request is due at a fixed time, and a late one is sent at once."""
-
-    def __init__(self, url: str, per_second: float) -> None:
-        self.url, self.period = url, 1.0 / per_second
-        self.sent = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        start = time.monotonic()
-        while not self._stop.is_set():
-            due = start + self.sent * self.period
-            if due > time.monotonic():
-                self._stop.wait(due - time.monotonic())
-                continue
-            with urllib.request.urlopen(self.url, timeout=10) as answer:
-                answer.read()
-            self.sent += 1
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
 
 
 def test_watch_reads_the_c_heap_of_a_process_started_under_the_shim(tmp_path, shim_path, leakyserver):
