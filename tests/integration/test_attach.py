@@ -122,10 +122,10 @@ def test_watch_attaches_when_the_process_was_not_started_under_the_shim(tmp_path
     program = report["program"]
     assert proc.returncode in (0, 1), proc.stdout + proc.stderr
     assert not any(line.startswith("C heap") for line in program["not_measured"])
-    # Per second of someone else's load: the C heap is measured and grows
-    # (how steadily depends on that load, so the verdict is not asserted).
+    # Per second of someone else's load: the C heap is measured and grows,
+    # at least by 26 B for each of the 200 requests the pace sends in 2 s.
     c_heap = program["growth"]["c_bytes"]
-    assert c_heap["shape"] in ("linear", "growing") and c_heap["total"] > 100_000, c_heap
+    assert c_heap["shape"] in ("linear", "growing") and c_heap["total"] >= 26 * 200, c_heap
     assert "attached:" in proc.stdout
     assert leaky.answers()
 
