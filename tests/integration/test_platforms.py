@@ -17,6 +17,9 @@ from cgo_audit.toolchain.platform import HOST_GOARCH, missing_tools
 from helpers import FIXTURES, assert_one_line_error, audit_json, result_named, run_cli, source_line
 
 ARM64_MISSING = missing_tools("arm64") if HOST_GOARCH != "arm64" else None
+# Other platforms (qemu-user, cross and musl builds): everything, not the fast loop.
+pytestmark = pytest.mark.slow
+
 needs_arm64 = pytest.mark.skipif(ARM64_MISSING is not None, reason=ARM64_MISSING or "")
 needs_musl = pytest.mark.skipif(shutil.which("musl-gcc") is None,
                                 reason="musl-gcc is not installed (Debian: apt-get install musl-tools)")
