@@ -324,12 +324,15 @@ def test_attach_to_a_process_already_traced(tmp_path, leaky):
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run cgo-audit as another user")
 def test_attach_to_another_users_process(tmp_path, leaky):
     """cgo-audit run by an unprivileged user against root's server."""
-    proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                           sys.executable, "-m", "cgo_audit", "attach", str(leaky.proc.pid), "--duration", "1"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "CGO_AUDIT_CACHE": str(tmp_path / "cache"), "HOME": str(tmp_path)})
-    if "ModuleNotFoundError" in proc.stderr or "Permission denied" in proc.stderr and "python" in proc.stderr:
-        pytest.skip("the unprivileged user cannot run this checkout's Python")
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable]
+    env = {**os.environ, "CGO_AUDIT_CACHE": str(tmp_path / "cache"), "HOME": str(tmp_path)}
+    # A checkout under a private folder (mktemp -d is mode 700) cannot be read by another user.
+    importable = subprocess.run([*as_nobody, "-c", "import cgo_audit.cli"], cwd="/", env=env,
+                                capture_output=True, text=True, timeout=120)
+    if importable.returncode != 0:
+        pytest.skip("the unprivileged user cannot import this checkout's cgo_audit (a private folder above it)")
+    proc = subprocess.run([*as_nobody, "-m", "cgo_audit", "attach", str(leaky.proc.pid), "--duration", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
     assert_one_line_error(proc, "belongs to another user")
     assert leaky.answers()
 
