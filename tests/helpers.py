@@ -149,3 +149,31 @@ class PacedLoad:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+
+
+FETCH_TIMEOUT_S = 180
+
+
+def downloaded_module(module: str, version: str, what: str, cwd: Path | str = "/",
+                      env: Mapping[str, str] | None = None) -> Path:
+    """`go mod download` of module@version through the Go module proxy (or
+    its cache): the directory of its source, or the test skips in one line
+    saying why `what` cannot be fetched."""
+    import pytest
+
+    from cgo_audit.toolchain.gotool import go_executable
+
+    try:
+        proc = subprocess.run([go_executable(), "mod", "download", "-json", f"{module}@{version}"],
+                              cwd=cwd, capture_output=True, text=True, timeout=FETCH_TIMEOUT_S,
+                              env=dict(env) if env is not None else None)
+    except subprocess.TimeoutExpired:
+        pytest.skip(f"{what} cannot be fetched through the Go module proxy: no answer in {FETCH_TIMEOUT_S}s")
+    try:
+        info = json.loads(proc.stdout) if proc.stdout.strip() else {}
+    except ValueError:
+        info = {}
+    if proc.returncode != 0 or not info.get("Dir"):
+        detail = info.get("Error") or proc.stderr.strip() or f"go mod download exited with {proc.returncode}"
+        pytest.skip(f"{what} cannot be fetched through the Go module proxy: {detail.strip().splitlines()[-1]}")
+    return Path(info["Dir"])

@@ -16,6 +16,7 @@ from cgo_audit.commands.common import (
     positive_seconds,
     pprof_file,
     size_list,
+    write_bench_reports,
 )
 from cgo_audit.errors import AuditError
 
@@ -61,7 +62,6 @@ def run(args: argparse.Namespace) -> int:
     from cgo_audit.audits.bench import audit_benchmarks
     from cgo_audit.measure.shards import durations_from_report, parse_shard
     from cgo_audit.measure.targets import BenchSettings
-    from cgo_audit.report.json_report import write_json
     from cgo_audit.report.terminal import render
     from cgo_audit.verdicts.baseline import apply_policy, load_baseline
 
@@ -88,16 +88,7 @@ def run(args: argparse.Namespace) -> int:
     apply_policy(report.results, accepted, args.max_leak_bytes_per_op)
     status = exit_status(report.results)
     render(report, status, console, quiet=args.quiet)
-    if args.json:
-        write_json(report, status, args.json)
-    if args.junit:
-        from cgo_audit.report.junit import write_junit
-
-        write_junit(report, args.junit)
-    if args.html:
-        from cgo_audit.report.html import render_bench_html, write_html
-
-        write_html(render_bench_html(report, status), args.html)
+    write_bench_reports(report, status, args)
     if args.pprof:
         from cgo_audit.report.pprof import write_pprof
 

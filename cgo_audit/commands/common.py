@@ -13,7 +13,7 @@ from typing import Callable, Sequence, TypeVar
 from rich.console import Console
 
 from cgo_audit import units
-from cgo_audit.model import ProgramResult
+from cgo_audit.model import AuditReport, ProgramResult
 
 EXIT_CLEAN, EXIT_LEAK, EXIT_ERROR = 0, 1, 2
 
@@ -170,3 +170,20 @@ def report_program(result: ProgramResult, command: str, args: argparse.Namespace
         page = render_programs_html([result], f"cgo-audit {command}: {result.name}", exit_status=status)
         write_html(page, args.html)
     return status
+
+
+def write_bench_reports(report: AuditReport, status: int, args: argparse.Namespace) -> None:
+    """The files --json, --junit and --html ask for, from one audit report
+    (bench's, or shards' merged)."""
+    if args.json:
+        from cgo_audit.report.json_report import write_json
+
+        write_json(report, status, args.json)
+    if args.junit:
+        from cgo_audit.report.junit import write_junit
+
+        write_junit(report, args.junit)
+    if args.html:
+        from cgo_audit.report.html import render_bench_html, write_html
+
+        write_html(render_bench_html(report, status), args.html)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cgo_audit.commands.common import add_output_options, exit_status, make_console
+from cgo_audit.commands.common import add_output_options, exit_status, make_console, write_bench_reports
 from cgo_audit.errors import AuditError
 
 HELP = "join the JSON reports of bench --shard into one verdict"
@@ -23,7 +23,6 @@ def prepare_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cgo_audit.audits.merge import merge_reports
     from cgo_audit.report.json_load import load_report
-    from cgo_audit.report.json_report import write_json
     from cgo_audit.report.terminal import render
 
     console = make_console()
@@ -32,14 +31,5 @@ def run(args: argparse.Namespace) -> int:
         raise AuditError("nothing was audited in any of the reports")
     status = exit_status(report.results)
     render(report, status, console, quiet=args.quiet)
-    if args.json:
-        write_json(report, status, args.json)
-    if args.junit:
-        from cgo_audit.report.junit import write_junit
-
-        write_junit(report, args.junit)
-    if args.html:
-        from cgo_audit.report.html import render_bench_html, write_html
-
-        write_html(render_bench_html(report, status), args.html)
+    write_bench_reports(report, status, args)
     return status

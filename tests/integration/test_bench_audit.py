@@ -206,6 +206,7 @@ def test_cxx_objects_never_deleted_leak_their_exact_size_in_loop_and_parallel_be
         leaky = result_named(report, name)
         assert leaky["verdict"] == "cgo-leak"
         assert (leaky["c_leak_bytes_per_op"], leaky["c_leak_allocs_per_op"]) == (per_widget, 3.0)
+        assert len(leaky["sites"]) == 1, (name, leaky["sites"], leaky.get("notes"), leaky["samples"])
         [site] = leaky["sites"]
         assert site["function"] == "example.com/widget.MakeLeaky" and site["file"].endswith("/m/widget.go")
         assert "widget_new" in site["c_function"] and site["bytes_per_op"] == per_widget

@@ -6,7 +6,6 @@ these tests skip."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -21,14 +20,13 @@ from cgo_audit.measure.runner import ShimSession
 from cgo_audit.toolchain.gotool import go_executable
 from cgo_audit.toolchain.layout import read_layout
 
-from helpers import GO_HELPERS, write_module
+from helpers import GO_HELPERS, downloaded_module, write_module
 from loopback_server import WAIT_S, Server
 
 PROM_MODULE = GO_HELPERS / "prom"
 CLIENT_GOLANG = "github.com/prometheus/client_golang"
 CLIENT_VERSION = re.search(rf"^\s*{re.escape(CLIENT_GOLANG)} (v\S+)$", (PROM_MODULE / "go.mod").read_text(),
                            re.M).group(1)
-FETCH_TIMEOUT_S = 180
 LEAK_BYTES = 12345
 
 PROGRAM = """
@@ -71,18 +69,7 @@ def metrics_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
         mod.write(f"\nreplace github.com/cgo-audit/cgo-audit/goaudit => {GO_HELPERS}\n"
                   f"replace github.com/cgo-audit/cgo-audit/goaudit/prom => {PROM_MODULE}\n")
     shutil.copy(PROM_MODULE / "go.sum", root / "go.sum")
-    try:
-        proc = subprocess.run([go_executable(), "mod", "download", "-json", f"{CLIENT_GOLANG}@{CLIENT_VERSION}"],
-                              cwd=root, capture_output=True, text=True, timeout=FETCH_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        pytest.skip(f"client_golang cannot be fetched through the Go module proxy: no answer in {FETCH_TIMEOUT_S}s")
-    try:
-        info = json.loads(proc.stdout) if proc.stdout.strip() else {}
-    except ValueError:
-        info = {}
-    if proc.returncode != 0 or not info.get("Dir"):
-        detail = info.get("Error") or proc.stderr.strip() or f"go mod download exited with {proc.returncode}"
-        pytest.skip(f"client_golang cannot be fetched through the Go module proxy: {detail.strip().splitlines()[-1]}")
+    downloaded_module(CLIENT_GOLANG, CLIENT_VERSION, "client_golang", cwd=root)
     for command in (["mod", "tidy"], ["build", "-o", "promuser", "."]):
         proc = subprocess.run([go_executable(), *command], cwd=root, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr

@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import json
 import os
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from cgo_audit.report import profileproto as pp
 from cgo_audit.toolchain.gotool import go_executable
 
-from helpers import audit_json, copy_cstring_module, result_named
+from helpers import audit_json, copy_cstring_module, downloaded_module, result_named
 
 PPROF_MODULE = "github.com/google/pprof"
 PPROF_VERSION = "v0.0.0-20261105003125-4bf881d7fb0b"
-FETCH_TIMEOUT_S = 180
 RAW_SAMPLE = re.compile(r"^\s+(\d+)\s+(\d+): [\d ]+$")
 OPS_LABEL = re.compile(r"ops:\[(\d+) count\]")
 
@@ -67,22 +64,9 @@ def test_pprof_is_written_offline_and_go_tool_pprof_reads_the_exact_leak(offline
 @pytest.fixture(scope="module")
 def published_proto() -> str:
     """pprof's profile.proto, through the Go module proxy (or its cache)."""
-    try:
-        proc = subprocess.run([go_executable(), "mod", "download", "-json", f"{PPROF_MODULE}@{PPROF_VERSION}"],
-                              cwd="/", capture_output=True, text=True, timeout=FETCH_TIMEOUT_S,
-                              env={**os.environ, "GOFLAGS": "-mod=mod"})
-    except subprocess.TimeoutExpired:
-        pytest.skip(f"pprof's profile.proto cannot be fetched through the Go module proxy: no answer in "
-                    f"{FETCH_TIMEOUT_S}s")
-    try:
-        info = json.loads(proc.stdout) if proc.stdout.strip() else {}
-    except ValueError:
-        info = {}
-    if proc.returncode != 0 or not info.get("Dir"):
-        detail = info.get("Error") or proc.stderr.strip() or f"go mod download exited with {proc.returncode}"
-        pytest.skip(f"pprof's profile.proto cannot be fetched through the Go module proxy: "
-                    f"{detail.strip().splitlines()[-1]}")
-    return (Path(info["Dir"]) / "proto" / "profile.proto").read_text()
+    source = downloaded_module(PPROF_MODULE, PPROF_VERSION, "pprof's profile.proto",
+                               env={**os.environ, "GOFLAGS": "-mod=mod"})
+    return (source / "proto" / "profile.proto").read_text()
 
 
 def parse_proto(text: str) -> dict[str, list[tuple[int, str, str, bool]]]:

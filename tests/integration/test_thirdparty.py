@@ -6,7 +6,6 @@ it these tests skip."""
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 from cgo_audit.shim.build import cache_dir
 from cgo_audit.toolchain.gotool import go_executable
 
-from helpers import FIXTURES, audit_json, result_named, source_line
+from helpers import FIXTURES, audit_json, downloaded_module, result_named, source_line
 
 
 def third_party(test):
@@ -29,26 +28,13 @@ MISUSE_GO = MISUSE / "misuse.go"
 SQLITE3_MODULE = "github.com/mattn/go-sqlite3"
 SQLITE3_VERSION = re.search(rf"^require {re.escape(SQLITE3_MODULE)} (v\S+)$",
                             (MISUSE / "go.mod").read_text(), re.M).group(1)
-FETCH_TIMEOUT_S = 180
 SIZES = ("--sizes", "100,200,400,800")
 
 
 @pytest.fixture(scope="module")
 def sqlite3_source() -> Path:
     """go-sqlite3's source in the module cache (read-only), fetched if need be."""
-    try:
-        proc = subprocess.run([go_executable(), "mod", "download", "-json", f"{SQLITE3_MODULE}@{SQLITE3_VERSION}"],
-                              cwd=MISUSE, capture_output=True, text=True, timeout=FETCH_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        pytest.skip(f"go-sqlite3 cannot be fetched through the Go module proxy: no answer in {FETCH_TIMEOUT_S}s")
-    try:
-        info = json.loads(proc.stdout) if proc.stdout.strip() else {}
-    except ValueError:
-        info = {}
-    if proc.returncode != 0 or not info.get("Dir"):
-        detail = info.get("Error") or proc.stderr.strip() or f"go mod download exited with {proc.returncode}"
-        pytest.skip(f"go-sqlite3 cannot be fetched through the Go module proxy: {detail.strip().splitlines()[-1]}")
-    return Path(info["Dir"])
+    return downloaded_module(SQLITE3_MODULE, SQLITE3_VERSION, "go-sqlite3", cwd=MISUSE)
 
 
 # ---- database/sql misused, on a real SQLite -----------------------------------
