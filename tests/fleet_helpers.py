@@ -6,14 +6,12 @@ from __future__ import annotations
 import http.client
 import subprocess
 import sys
-import time
 import urllib.request
-from typing import Callable
 
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import REPO, SERVER_CWD, free_port
+from helpers import REPO, SERVER_CWD, free_port, wait_for
 
 Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -46,17 +44,6 @@ def value(series: Series, name: str, **labels: str) -> float | None:
     return found[0] if found else None
 
 
-def poll(what: Callable[[], object], seconds: float = 90.0, interval: float = 0.2) -> object:
-    """what() once it is truthy, within a generous bound."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        result = what()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f"not reached within {seconds:.0f}s: {what}")
-
-
 def start_run(leakyserver, mode: str, *extra: str, seconds: int = 120, interval: float = 0.25
               ) -> tuple[subprocess.Popen, str, int]:
     """`cgo-audit run --metrics-addr` of the fixture server, in the background."""
@@ -73,7 +60,7 @@ def server_pid(proc: subprocess.Popen) -> int:
     def child() -> int | None:
         kids = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.name() == "leakyserver"]
         return kids[0].pid if kids else None
-    return poll(child, 60)  # type: ignore[return-value]
+    return wait_for(child, 60, interval=0.2)  # type: ignore[return-value]
 
 
 def stop(proc: subprocess.Popen) -> str:

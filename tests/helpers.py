@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "go_fixtures"
@@ -177,3 +177,16 @@ def downloaded_module(module: str, version: str, what: str, cwd: Path | str = "/
         detail = info.get("Error") or proc.stderr.strip() or f"go mod download exited with {proc.returncode}"
         pytest.skip(f"{what} cannot be fetched through the Go module proxy: {detail.strip().splitlines()[-1]}")
     return Path(info["Dir"])
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float = 60.0, what: str = "",
+             interval: float = 0.02) -> Any:
+    """predicate()'s value once it is truthy, polled within a generous bound:
+    tests wait for the state they need, never for a number of seconds."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what or predicate}")

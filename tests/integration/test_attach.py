@@ -22,19 +22,9 @@ from cgo_audit.audits.attach import attached
 from cgo_audit.measure.load import HttpLoad
 from cgo_audit.shim.region import Region
 
-from helpers import REPO, SERVER_CWD, PacedLoad, assert_one_line_error, audit_json, free_port, run_cli
+from helpers import REPO, SERVER_CWD, PacedLoad, assert_one_line_error, audit_json, free_port, run_cli, wait_for
 
 pytestmark = pytest.mark.skipif(os.uname().machine != "x86_64", reason="attach is implemented for x86-64 only")
-
-
-def wait_for(predicate, timeout_s: float = 60.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Server:

@@ -47,7 +47,7 @@ def test_watch_without_the_shim_says_the_c_heap_was_not_measured(tmp_path, leaky
         assert load.wait_ready(20)
         load.start()
         proc, report = audit_json(tmp_path, str(server.pid), "--duration", "3", "--interval", "0.25",
-                                  "--pprof", f"http://127.0.0.1:{port}", *refuse, command="watch")
+                                  "--pprof-url", f"http://127.0.0.1:{port}", *refuse, command="watch")
     finally:
         load.stop()
         server.kill()

@@ -14,20 +14,20 @@ import pytest
 from cgo_audit.measure.load import HttpLoad
 from cgo_audit.measure.runner import ShimSession
 
-from fleet_helpers import poll, scrape, scrape_text, sequential_requests, server_pid, start_run, stop, value
-from helpers import REPO, SERVER_CWD, assert_one_line_error, free_port, run_cli
+from fleet_helpers import scrape, scrape_text, sequential_requests, server_pid, start_run, stop, value
+from helpers import REPO, SERVER_CWD, assert_one_line_error, free_port, run_cli, wait_for
 
 pytestmark = pytest.mark.slow
 
 
 def test_run_serves_the_slopes_and_verdict_of_a_leak_under_load(leakyserver):
     proc, url, port = start_run(leakyserver, "leaky", "--load", "http://127.0.0.1:{port}/value?key=timeout",
-                                "--pprof", "http://127.0.0.1:{port}")
+                                "--pprof-url", "http://127.0.0.1:{port}")
     try:
         pid = server_pid(proc)
         me = {"pid": str(pid), "program": "leakyserver"}
-        series = poll(lambda: (s := scrape(url)) and value(s, "cgo_audit_verdict", verdict="cgo-leak", **me) == 1
-                      and value(s, "cgo_audit_goroutines", **me) is not None and s)
+        series = wait_for(lambda: (s := scrape(url)) and value(s, "cgo_audit_verdict", verdict="cgo-leak", **me) == 1
+                      and value(s, "cgo_audit_goroutines", **me) is not None and s, 90, interval=0.2)
         assert isinstance(series, dict)
         # The slopes are fitted per request of the counted load: the fixture leaks
         # C.CString("timeout") and C.CString(value) = 8 + 18 bytes, 2 blocks.
@@ -40,8 +40,8 @@ def test_run_serves_the_slopes_and_verdict_of_a_leak_under_load(leakyserver):
         requests = value(series, "cgo_audit_load_requests_total", **me)
         assert requests and requests > 0
         # A gauge read at scrape time: the next scrape has newer figures.
-        later = poll(lambda: (s := scrape(url)) and (value(s, "cgo_audit_load_requests_total", **me) or 0) > requests
-                     and s)
+        later = wait_for(lambda: (s := scrape(url))
+                         and (value(s, "cgo_audit_load_requests_total", **me) or 0) > requests and s, 90, interval=0.2)
         assert value(later, "cgo_audit_c_heap_live_bytes", **me) > value(series, "cgo_audit_c_heap_live_bytes", **me)
         # Prometheus' own linter accepts the names (units, _total), one family per name.
         text = scrape_text(url)
@@ -75,17 +75,18 @@ def test_run_c_heap_gauges_are_exact_per_request(leakyserver):
         ready = HttpLoad([f"http://127.0.0.1:{port}/value"])
         assert ready.wait_ready(60)
         sequential_requests(port, 1)  # anything a first request sets up once
-        first = poll(lambda: (s := scrape(url)) and value(s, "cgo_audit_c_heap_live_bytes", **me) is not None and s)
-        settled = poll(lambda: settled_scrape(url, me))
+        first = wait_for(lambda: (s := scrape(url)) and value(s, "cgo_audit_c_heap_live_bytes", **me) is not None
+                         and s, 90, interval=0.2)
+        settled = wait_for(lambda: settled_scrape(url, me), 90, interval=0.2)
         assert first
         bytes0 = value(settled, "cgo_audit_c_heap_live_bytes", **me)
         blocks0 = value(settled, "cgo_audit_c_heap_live_blocks", **me)
         sequential_requests(port, 500)
-        poll(lambda: (s := scrape(url)) and value(s, "cgo_audit_c_heap_live_bytes", **me) == bytes0 + 26 * 500
-             and value(s, "cgo_audit_c_heap_live_blocks", **me) == blocks0 + 2 * 500, 60)
+        wait_for(lambda: (s := scrape(url)) and value(s, "cgo_audit_c_heap_live_bytes", **me) == bytes0 + 26 * 500
+             and value(s, "cgo_audit_c_heap_live_blocks", **me) == blocks0 + 2 * 500, 60, interval=0.2)
         sequential_requests(port, 250)
-        final = poll(lambda: (s := scrape(url)) and value(s, "cgo_audit_c_heap_live_bytes", **me) == bytes0 + 26 * 750
-                     and s, 60)
+        final = wait_for(lambda: (s := scrape(url))
+                         and value(s, "cgo_audit_c_heap_live_bytes", **me) == bytes0 + 26 * 750 and s, 60, interval=0.2)
         assert value(final, "cgo_audit_c_heap_live_blocks", **me) == blocks0 + 2 * 750
         # Without --load an op is a second, and no request counter is made up.
         assert value(final, "cgo_audit_load_requests_total", **me) is None
@@ -108,10 +109,11 @@ def test_watch_serves_the_c_heap_of_a_process_started_under_the_shim(shim_path, 
                                       "--interval", "0.25", "--metrics-addr", f"127.0.0.1:{metrics_port}"],
                                      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             me = {"pid": str(server.pid), "program": "leakyserver"}
-            settled = poll(lambda: settled_scrape(url, me))
+            settled = wait_for(lambda: settled_scrape(url, me), 90, interval=0.2)
             bytes0 = value(settled, "cgo_audit_c_heap_live_bytes", **me)
             sequential_requests(port, 300)
-            poll(lambda: (s := scrape(url)) and value(s, "cgo_audit_c_heap_live_bytes", **me) == bytes0 + 26 * 300, 60)
+            wait_for(lambda: (s := scrape(url))
+                     and value(s, "cgo_audit_c_heap_live_bytes", **me) == bytes0 + 26 * 300, 60, interval=0.2)
         finally:
             if watch is not None:
                 out = stop(watch)
@@ -137,7 +139,8 @@ def test_a_stopped_run_stops_its_target(leakyserver):
     # Kubernetes and CI stop with SIGTERM: the server must not outlive its auditor.
     proc, url, _port = start_run(leakyserver, "fixed")
     pid = server_pid(proc)
-    poll(lambda: scrape(url))
+    wait_for(lambda: scrape(url), 90, interval=0.2)
     proc.terminate()
     proc.communicate(timeout=60)
-    poll(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 30)
+    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+             30, interval=0.2)

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from fleet_helpers import poll, scrape, start_run, stop, value
-from helpers import REPO, free_port
+from fleet_helpers import scrape, start_run, stop, value
+from helpers import REPO, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -117,11 +117,12 @@ def test_prometheus_alerts_on_exactly_the_two_leaky_replicas(tmp_path: Path, lea
     try:
         # Every replica is up and measured before anything is concluded.
         for name, (_proc, url, _port) in runs.items():
-            poll(lambda: (s := scrape(url)) and value(s, "cgo_audit_c_heap_live_bytes") is not None, 120)
-        poll(lambda: (data := prometheus_api(base, "targets")) and
-             sum(t["health"] == "up" for t in data["activeTargets"]) == 3, 120)
+            wait_for(lambda: (s := scrape(url)) and value(s, "cgo_audit_c_heap_live_bytes") is not None,
+                     120, interval=0.2)
+        wait_for(lambda: (data := prometheus_api(base, "targets")) and
+             sum(t["health"] == "up" for t in data["activeTargets"]) == 3, 120, interval=0.2)
         leaky = {instances["leaky-a"], instances["leaky-b"]}
-        poll(lambda: firing(base, "CgoAuditNativeLeak") >= leaky, 240, interval=1)
+        wait_for(lambda: firing(base, "CgoAuditNativeLeak") >= leaky, 240, interval=1)
         assert firing(base, "CgoAuditNativeLeak") == leaky
         # The fixed replica was scraped all along (a whole `for` period and window):
         # its silence is a measurement, not a missing target.
