@@ -64,7 +64,8 @@ class Driver:
         self.timeout_s = timeout_s
         self._next_id = 0
         self._buffer = b""
-        self.proc = subprocess.Popen(list(argv), cwd=cwd, env=session.environment(extra=env_extra),
+        env = {**go_layout_environment(argv[0], cwd), **(env_extra or {})}
+        self.proc = subprocess.Popen(list(argv), cwd=cwd, env=session.environment(extra=env),
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      start_new_session=True)
         self._ps = psutil.Process(self.proc.pid)
@@ -174,6 +175,22 @@ class Driver:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def go_layout_environment(argv0: str, cwd: str | os.PathLike[str] | None) -> dict[str, str]:
+    """CGO_AUDIT_GO_LAYOUT for a Go driver, so the shim knows the runtime's
+    thread-start code: the block x_cgo_thread_start hands a new thread is
+    then the thread's, not a call's, however late that thread runs to free
+    it (without it, a measure waits a moment for the free and hopes)."""
+    from cgo_audit.toolchain.layout import LayoutUnavailable, read_layout
+
+    path = Path(cwd or ".", argv0) if "/" in argv0 else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        return {"CGO_AUDIT_GO_LAYOUT": read_layout(path).environment_value()}
+    except (LayoutUnavailable, OSError, ValueError):
+        return {}
 
 
 def build_go_command(module_dir: Path, package: str, output: Path) -> Path:

@@ -66,8 +66,21 @@ def audit_json(tmp_path: Path, *args: str, cwd: Path | None = None, env: Mapping
     if out.exists():
         out.unlink()
     proc = run_cli(command, "--json", str(out), *args, cwd=cwd, env=env, fd_limit=fd_limit)
-    report = json.loads(out.read_text()) if out.exists() else {}
+    report = json.loads(out.read_text()) if out.exists() else NoReport(proc)
     return proc, report
+
+
+class NoReport(dict):
+    """The report of a command that wrote none: empty, and a failed lookup
+    says what the command printed instead of a bare KeyError."""
+
+    def __init__(self, proc: subprocess.CompletedProcess[str]) -> None:
+        super().__init__()
+        self.proc = proc
+
+    def __missing__(self, key: str) -> Any:
+        raise AssertionError(f"no JSON report to read {key!r} from (exit {self.proc.returncode}):\n"
+                             f"{self.proc.stdout}{self.proc.stderr}")
 
 
 SERVER_CWD = FIXTURES / "cstring"   # where the fixture server finds its config

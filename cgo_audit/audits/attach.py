@@ -20,7 +20,7 @@ from typing import Callable, Iterator, Sequence
 
 import psutil
 
-from cgo_audit.audits.run import RunSettings, _conclude
+from cgo_audit.audits.run import RunSettings, _conclude, answered_enough
 from cgo_audit.errors import AuditError
 from cgo_audit.measure.limits import process_limits
 from cgo_audit.measure.load import HttpLoad
@@ -46,6 +46,7 @@ class AttachSettings:
     pprof_url: str | None = None
     load_urls: Sequence[str] = ()
     load_concurrency: int = 2
+    stop_after_ops: int | None = None        # stop once the load has had this many answers
     stacks: str = "sampled"
     sample_bytes: int = 16 * 1024
     warmup_s: float = 0.0
@@ -168,6 +169,9 @@ def audit_attached(settings: AttachSettings, progress: Progress = lambda _: None
                 if poller is not None:
                     poller.__enter__()
                 while limit is None or time.monotonic() - started < limit:
+                    if answered_enough(load, settings.stop_after_ops, len(samples)):
+                        ended = f"was watched until the load had {settings.stop_after_ops} answers"
+                        break
                     process = sample_process(proc, time.monotonic() - started, span)
                     if process is None:
                         ended = "ended while watched"

@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from cgo_audit.errors import AuditError
 from cgo_audit.measure import limits as proclimits
@@ -68,6 +68,13 @@ GO_SIDE = ("goroutines", "go_heap_bytes")
 MIN_SAMPLES_TO_STOP = 16    # a run stopped on a state has at least these (CHECKPOINTS need 4+)
 
 
+def answered_enough(load: HttpLoad | None, stop_after_ops: int | None, samples: int) -> bool:
+    """The state --requests asks for: that many answers, and samples enough
+    for the trend's checkpoints however fast the answers came."""
+    return load is not None and stop_after_ops is not None and load.completed >= stop_after_ops \
+        and samples >= MIN_SAMPLES_TO_STOP
+
+
 def resolve_program(argv0: str, cwd: Path) -> Path | None:
     found = shutil.which(argv0, path=f"{cwd}{os.pathsep}{os.environ.get('PATH', '')}") if "/" not in argv0 \
         else str((cwd / argv0) if not os.path.isabs(argv0) else argv0)
@@ -87,6 +94,30 @@ def checkpoint_indices(xs: Sequence[float]) -> list[int]:
         if index not in chosen and index > 0:
             chosen.append(index)
     return [0, *sorted(chosen)]
+
+
+# A live program is sampled while requests are in flight: a sample can catch
+# a request's C blocks (a FILE and its buffer), goroutine or connection
+# before they go. Those lift single samples; a leak lifts every sample after
+# it. So each checkpoint takes the lowest of the few samples ending at it.
+FLOOR_NEIGHBOURS = 3
+
+
+def floor_picks(picks: Sequence[int], values: Sequence[Any]) -> list[int]:
+    """picks (checkpoint indices, ascending), each moved to the sample with
+    the lowest value among it and the FLOOR_NEIGHBOURS - 1 samples before it
+    (never back past the previous checkpoint); the base to the lowest of the
+    first few. Ties keep the checkpoint, and the base at the first sample.
+    With a steady leak the chosen samples still lie on its line, so its
+    slope is exact; a sample lifted by work in flight is passed over."""
+    if len(picks) < 2:
+        return list(picks)
+    first = min(range(min(FLOOR_NEIGHBOURS, picks[1])), key=lambda i: values[i])
+    chosen = [first]
+    for before, pick in zip(picks, picks[1:]):
+        nearby = range(pick, max(before, chosen[-1], pick - FLOOR_NEIGHBOURS), -1)
+        chosen.append(min(nearby, key=lambda i: values[i]))
+    return chosen
 
 
 def _nearest_sorted(xs: Sequence[float], target: float) -> int:
@@ -131,6 +162,15 @@ def _limited_series(metric: analysis.Metric, have: Sequence[ProgramSample],
     return found
 
 
+def floor_values(metric: analysis.Metric, samples: Sequence[ProgramSample]) -> list[Any]:
+    """What floor_picks compares for a counted metric: the C heap's bytes and
+    blocks together (so both are read at the same samples, those the leak
+    sites are fitted on), else the metric itself."""
+    if metric.key in (analysis.C_BYTES.key, analysis.C_ALLOCS.key):
+        return [(s.c_bytes, s.c_allocs) for s in samples]
+    return [getattr(s, metric.key) for s in samples]
+
+
 def analyse_series(samples: Sequence[ProgramSample], per: str,
                    limits: Mapping[str, Sequence[analysis.Limit]] | None = None, *,
                    c_heap_measured: bool = True, cut_short: str | None = None
@@ -151,6 +191,8 @@ def analyse_series(samples: Sequence[ProgramSample], per: str,
         picks = checkpoint_indices(xs)
         if len(picks) < MIN_SAMPLES:
             continue
+        if metric.counted:
+            picks = floor_picks(picks, floor_values(metric, have))
         base_x, base_y = xs[picks[0]], getattr(have[picks[0]], metric.key)
         found = analysis.classify(metric, [xs[i] - base_x for i in picks[1:]],
                                   [getattr(have[i], metric.key) - base_y for i in picks[1:]])
@@ -232,11 +274,8 @@ def audit_program(settings: RunSettings, progress: Progress = lambda _: None) ->
                     load.start()
 
             threading.Thread(target=start_when_ready, daemon=True).start()
-        enough_ops = settings.stop_after_ops
-        # Enough answers, and enough samples for the trend's checkpoints
-        # however fast the answers came.
-        stop_when = (lambda: load.completed >= enough_ops and len(samples) >= MIN_SAMPLES_TO_STOP) \
-            if load is not None and enough_ops else None
+        stop_when = (lambda: answered_enough(load, settings.stop_after_ops, len(samples))) \
+            if load is not None and settings.stop_after_ops else None
         try:
             if poller is not None:
                 poller.__enter__()
@@ -454,6 +493,7 @@ def attribute_sites(result: ProgramResult, timeline: StackTimeline[ProgramSample
     picks = checkpoint_indices(xs)
     if len(picks) < MIN_SAMPLES:
         return
+    picks = floor_picks(picks, floor_values(analysis.C_BYTES, samples))
     refit, _ = analyse_series(samples, per)
     for key in (analysis.C_BYTES.key, analysis.C_ALLOCS.key):
         if key in refit and result.growth.get(key) is not None:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 
 from cgo_audit.commands.common import (
+    add_load_options,
     add_metrics_option,
     add_output_options,
     add_sampling_options,
+    check_load_options,
     make_console,
     report_program,
 )
@@ -26,9 +28,7 @@ def prepare_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detach-after", type=float, metavar="S",
                         help="detach after S seconds whatever else happens (a bound for production)")
     parser.add_argument("--warmup", type=float, default=0.0, help="seconds left out of the trends at the start")
-    parser.add_argument("--load", action="append", default=[], metavar="URL",
-                        help="keep GET requests going against URL (repeatable); figures become per request")
-    parser.add_argument("--concurrency", type=int, default=2, help="--load connections (default 2)")
+    add_load_options(parser)
     parser.add_argument("--stacks", choices=("all", "sampled", "off"), default="sampled",
                         help="allocation stacks for leak sites (default sampled)")
     add_output_options(parser, quiet_help="no live progress")
@@ -40,11 +40,12 @@ def run(args: argparse.Namespace) -> int:
     from cgo_audit.audits.metrics import LiveFigures, serve_metrics
     from cgo_audit.commands.watch import process_name
 
+    check_load_options(args)
     console = make_console()
     settings = AttachSettings(pid=args.pid, duration_s=args.duration or None, detach_after_s=args.detach_after,
                               interval_s=args.interval, pprof_url=args.pprof_url, load_urls=args.load,
                               load_concurrency=args.concurrency, stacks=args.stacks, warmup_s=args.warmup,
-                              max_samples=args.max_samples)
+                              max_samples=args.max_samples, stop_after_ops=args.requests)
     live = console.is_terminal and not args.quiet
     figures = LiveFigures([process_name(args.pid)], "request" if args.load else "second", warmup_s=args.warmup,
                           pid=args.pid)

@@ -13,6 +13,7 @@ from typing import Callable, Sequence, TypeVar
 from rich.console import Console
 
 from cgo_audit import units
+from cgo_audit.errors import AuditError
 from cgo_audit.model import AuditReport, ProgramResult
 
 EXIT_CLEAN, EXIT_LEAK, EXIT_ERROR = 0, 1, 2
@@ -132,6 +133,21 @@ def pprof_file(text: str) -> Path:
             f"{text!r} is an address, not a file (bench --pprof FILE writes a profile; "
             "run and watch read a program's endpoint with --pprof-url URL)")
     return Path(text)
+
+
+def add_load_options(parser: argparse.ArgumentParser) -> None:
+    """The load cgo-audit puts on a server (figures then per request), and
+    --requests, a state to stop at rather than a number of seconds."""
+    parser.add_argument("--load", action="append", default=[], metavar="URL",
+                        help="keep GET requests going against URL (repeatable); figures become per request")
+    parser.add_argument("--concurrency", type=positive_count, default=2, help="--load connections (default 2)")
+    parser.add_argument("--requests", type=positive_count, metavar="N",
+                        help="stop once --load has had N answers (--duration is then only the upper bound)")
+
+
+def check_load_options(args: argparse.Namespace) -> None:
+    if args.requests is not None and not args.load:
+        raise AuditError("--requests N needs --load URL: it counts the load's answers")
 
 
 def add_policy_options(parser: argparse.ArgumentParser) -> None:

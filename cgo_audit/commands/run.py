@@ -6,14 +6,15 @@ import argparse
 from pathlib import Path
 
 from cgo_audit.commands.common import (
+    add_load_options,
     add_metrics_option,
     add_output_options,
     add_sampling_options,
     byte_size,
+    check_load_options,
     count,
     end_on_sigterm,
     make_console,
-    positive_count,
     report_program,
     seconds,
 )
@@ -31,11 +32,7 @@ def prepare_parser(parser: argparse.ArgumentParser) -> None:
     add_sampling_options(parser, duration=30.0,
                          duration_help="seconds to watch before stopping it with SIGINT (0: until it exits)")
     parser.add_argument("--warmup", type=seconds, default=0.0, help="seconds left out of the trends at the start")
-    parser.add_argument("--load", action="append", default=[], metavar="URL",
-                        help="keep GET requests going against URL (repeatable); figures become per request")
-    parser.add_argument("--concurrency", type=positive_count, default=2, help="--load connections (default 2)")
-    parser.add_argument("--requests", type=positive_count, metavar="N",
-                        help="stop once --load has had N answers (--duration is then only the upper bound)")
+    add_load_options(parser)
     parser.add_argument("--memory-limit", type=byte_size, help="kill it when RSS passes this, like the OOM killer")
     parser.add_argument("--restarts", type=count, default=0,
                         help="start it again up to this many times when it dies (the OOM-kill sawtooth)")
@@ -56,8 +53,7 @@ def run(args: argparse.Namespace) -> int:
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not command:
         raise AuditError("run needs a command: cgo-audit run [options] -- CMD ARGS")
-    if args.requests is not None and not args.load:
-        raise AuditError("--requests N needs --load URL: it counts the load's answers")
+    check_load_options(args)
     if not args.cwd.is_dir():
         raise AuditError(f"--cwd: no such directory: {args.cwd}")
     settings = RunSettings(argv=command, cwd=args.cwd, duration_s=args.duration or None,

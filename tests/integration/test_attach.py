@@ -58,8 +58,12 @@ def leaky(leakyserver):  # type: ignore[no-untyped-def]
 
 
 def attach_json(tmp_path: Path, server: Server, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict]:
-    return audit_json(tmp_path, str(server.proc.pid), "--duration", "5", "--interval", "0.25",
-                      "--load", server.url(), "--pprof-url", server.base, *extra, command="attach")
+    # Until the load has had 20,000 answers (about 5 s idle: one request's C
+    # blocks in flight at a sample then move the slope by well under 1%);
+    # 300 s is only the bound.
+    return audit_json(tmp_path, str(server.proc.pid), "--duration", "300", "--requests", "20000",
+                      "--interval", "0.25", "--load", server.url(), "--pprof-url", server.base, *extra,
+                      command="attach")
 
 
 def cstring_sites(program: dict) -> dict[int, dict]:

@@ -55,6 +55,7 @@ def test_run_calls_the_fix_clean(tmp_path, leakyserver):
 @pytest.mark.slow
 def test_run_sees_goroutines_through_the_pprof_endpoint(tmp_path, leakyserver):
     proc, report = run_server(tmp_path, leakyserver, "goroutines")
+    assert "program" in report, proc.stdout + proc.stderr
     program = report["program"]
     assert program["verdict"] == "goroutine-leak"
     assert program["goroutines_per_op"] == pytest.approx(1.0, rel=0.05)

@@ -26,3 +26,9 @@ def test_a_baseline_that_is_not_json_is_named(tmp_path):
 
 def test_watching_a_process_that_does_not_exist():
     assert_one_line_error(run_cli("watch", "--duration", "1", "999999999"), "no process with pid 999999999")
+
+
+def test_requests_without_a_load_is_refused_before_anything_starts():
+    # attach would otherwise have seized the process: refused before that.
+    for command in (("run", "--requests", "10", "--", "true"), ("attach", "--requests", "10", "999999999")):
+        assert_one_line_error(run_cli(*command), "--requests N needs --load URL")
