@@ -11,7 +11,7 @@ import urllib.request
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import REPO, SERVER_CWD, free_port, wait_for
+from helpers import REPO, SERVER_CWD, NoReport, free_port, wait_for
 
 Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -82,3 +82,30 @@ def sequential_requests(port: int, count: int) -> None:
         answer.read()
         assert answer.status == 200
     conn.close()
+
+
+def audit_until(tmp_path, command: str, *args: str, until, what: str, timeout_s: float = 180
+                ) -> tuple[subprocess.CompletedProcess[str], dict]:
+    """`cgo-audit COMMAND --json ARGS` (run, watch or attach) stopped with
+    Ctrl-C (SIGINT, which gives the report) once its own metrics endpoint
+    shows the state until(series) asks for: a number of samples, say, which
+    a busy machine takes longer to reach than an idle one. --duration is
+    only the bound."""
+    import json
+    import signal
+
+    out = tmp_path / "report.json"
+    metrics = f"http://127.0.0.1:{free_port()}/metrics"
+    proc = subprocess.Popen([sys.executable, "-m", "cgo_audit", command, "--json", str(out), "--quiet",
+                             "--duration", str(int(timeout_s) + 60), "--metrics-addr", metrics[7:-8], *args],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: proc.poll() is not None or until(scrape(metrics)), timeout_s, what=what)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    return done, json.loads(out.read_text()) if out.exists() else NoReport(done)

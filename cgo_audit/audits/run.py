@@ -103,19 +103,21 @@ def checkpoint_indices(xs: Sequence[float]) -> list[int]:
 FLOOR_NEIGHBOURS = 3
 
 
-def floor_picks(picks: Sequence[int], values: Sequence[Any]) -> list[int]:
-    """picks (checkpoint indices, ascending), each moved to the sample with
-    the lowest value among it and the FLOOR_NEIGHBOURS - 1 samples before it
-    (never back past the previous checkpoint); the base to the lowest of the
-    first few. Ties keep the checkpoint, and the base at the first sample.
-    With a steady leak the chosen samples still lie on its line, so its
-    slope is exact; a sample lifted by work in flight is passed over."""
+def floor_picks(picks: Sequence[int], xs: Sequence[float], values: Sequence[Any]) -> list[int]:
+    """picks (checkpoint indices, their xs strictly rising), each moved to
+    the sample with the lowest value among it and the FLOOR_NEIGHBOURS - 1
+    samples before it, past the previous choice's x (two points at one x
+    have no slope between them); the base to the lowest of the first few.
+    Ties keep the checkpoint, and the base at the first sample. With a
+    steady leak the chosen samples still lie on its line, so its slope is
+    exact; a sample lifted by work in flight is passed over."""
     if len(picks) < 2:
         return list(picks)
-    first = min(range(min(FLOOR_NEIGHBOURS, picks[1])), key=lambda i: values[i])
+    first = min((i for i in range(min(FLOOR_NEIGHBOURS, picks[1])) if xs[i] < xs[picks[1]]),
+                key=lambda i: values[i], default=picks[0])
     chosen = [first]
-    for before, pick in zip(picks, picks[1:]):
-        nearby = range(pick, max(before, chosen[-1], pick - FLOOR_NEIGHBOURS), -1)
+    for pick in picks[1:]:
+        nearby = [i for i in range(pick, max(chosen[-1], pick - FLOOR_NEIGHBOURS), -1) if xs[i] > xs[chosen[-1]]]
         chosen.append(min(nearby, key=lambda i: values[i]))
     return chosen
 
@@ -192,7 +194,7 @@ def analyse_series(samples: Sequence[ProgramSample], per: str,
         if len(picks) < MIN_SAMPLES:
             continue
         if metric.counted:
-            picks = floor_picks(picks, floor_values(metric, have))
+            picks = floor_picks(picks, xs, floor_values(metric, have))
         base_x, base_y = xs[picks[0]], getattr(have[picks[0]], metric.key)
         found = analysis.classify(metric, [xs[i] - base_x for i in picks[1:]],
                                   [getattr(have[i], metric.key) - base_y for i in picks[1:]])
@@ -493,7 +495,7 @@ def attribute_sites(result: ProgramResult, timeline: StackTimeline[ProgramSample
     picks = checkpoint_indices(xs)
     if len(picks) < MIN_SAMPLES:
         return
-    picks = floor_picks(picks, floor_values(analysis.C_BYTES, samples))
+    picks = floor_picks(picks, xs, floor_values(analysis.C_BYTES, samples))
     refit, _ = analyse_series(samples, per)
     for key in (analysis.C_BYTES.key, analysis.C_ALLOCS.key):
         if key in refit and result.growth.get(key) is not None:

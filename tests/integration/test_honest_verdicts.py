@@ -16,6 +16,7 @@ import pytest
 from cgo_audit.measure.load import HttpLoad
 from cgo_audit.verdicts import analysis
 
+from fleet_helpers import audit_until, value
 from helpers import SERVER_CWD, audit_json, free_port, run_cli, write_module
 
 pytestmark = pytest.mark.slow
@@ -46,8 +47,13 @@ def test_watch_without_the_shim_says_the_c_heap_was_not_measured(tmp_path, leaky
     try:
         assert load.wait_ready(20)
         load.start()
-        proc, report = audit_json(tmp_path, str(server.pid), "--duration", "3", "--interval", "0.25",
-                                  "--pprof-url", f"http://127.0.0.1:{port}", *refuse, command="watch")
+        # Stopped once a dozen samples have both sides (the Go side through
+        # the pprof endpoint, which answers a little late), however busy
+        # the machine.
+        proc, report = audit_until(
+            tmp_path, "watch", str(server.pid), "--interval", "0.25", "--pprof-url", f"http://127.0.0.1:{port}",
+            *refuse, until=lambda s: (value(s, "cgo_audit_samples_total") or 0) >= 12
+            and value(s, "cgo_audit_goroutines") is not None, what="a dozen samples")
     finally:
         load.stop()
         server.kill()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cgo_audit.audits.run import FLOOR_NEIGHBOURS, analyse_series, floor_picks
+from cgo_audit.audits.run import FLOOR_NEIGHBOURS, analyse_series, checkpoint_indices, floor_picks
 from cgo_audit.model import ProgramSample
 
 # What one request of the fixture server holds in C while it reads its
@@ -73,12 +75,25 @@ def test_work_in_flight_at_every_sample_is_not_passed_over():
     assert verdicts.main == "clean" and growth["c_bytes"].total == 0
 
 
-@given(values=st.lists(st.integers(0, 5), min_size=8, max_size=60))
-def test_floor_picks_stay_ordered_and_near_their_checkpoints(values):
-    picks = list(range(0, len(values), 3))
-    chosen = floor_picks(picks, values)
+@given(values=st.lists(st.integers(0, 5), min_size=8, max_size=60), data=st.data())
+def test_floor_picks_stay_ordered_and_near_their_checkpoints(values, data):
+    # xs that stall now and then (a load that got no answer between samples):
+    # the chosen samples' xs still rise strictly, or the fit divides by zero.
+    steps = data.draw(st.lists(st.integers(0, 2), min_size=len(values), max_size=len(values)))
+    xs = [sum(steps[:i + 1]) for i in range(len(values))]
+    picks = checkpoint_indices(xs)
+    chosen = floor_picks(picks, xs, values)
     assert len(chosen) == len(picks)
-    assert all(a < b for a, b in zip(chosen, chosen[1:]))
+    assert all(xs[a] < xs[b] for a, b in zip(chosen, chosen[1:]))
     for pick, moved in zip(picks[1:], chosen[1:]):
         assert pick - FLOOR_NEIGHBOURS < moved <= pick
         assert values[moved] <= values[pick]
+
+
+def test_a_load_that_stalls_between_samples_still_gets_a_verdict():
+    # Seen under a memory limit: the last samples had no new answers.
+    stalled = samples(26, 2, set())
+    for i in range(SAMPLES - 4, SAMPLES):
+        stalled[i] = replace(stalled[i], ops=stalled[SAMPLES - 5].ops)
+    growth, verdicts = analyse_series(stalled, "request")
+    assert verdicts.main == "cgo-leak" and growth["c_bytes"].per_op == 26.0
