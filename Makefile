@@ -16,7 +16,7 @@ PYTEST_FLAGS ?=
 TEST_WORKERS ?= 4
 FAST_MARKS := not slow and not network and not browser
 
-.PHONY: all shim fixtures audit test test-fast test-stress bench demo clean generate generate-check generate-layouts lint
+.PHONY: all shim fixtures audit test test-fast test-durations test-stress bench demo clean generate generate-check generate-layouts lint
 
 all: shim fixtures
 
@@ -47,6 +47,11 @@ test: $(VENV)/.installed
 # The unit tests and the core integration tests (no slow, network or browser mark).
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -n $(TEST_WORKERS) -m '$(FAST_MARKS)' $(PYTEST_FLAGS)
+
+# make test hands the longest tests out first, by tests/durations.json;
+# this run records it anew (commit the file when tests were added).
+test-durations: $(VENV)/.installed
+	$(PY) -m pytest -n $(TEST_WORKERS) --record-durations $(PYTEST_FLAGS)
 
 # The integration tests with both cores busy (stress-ng --cpu 2): no test may
 # depend on throughput or wall-clock luck.

@@ -15,6 +15,8 @@ import pytest
 # (`from helpers import ...`, `from browser import ...`) from this folder.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import durations
+
 from cgo_audit.driver import build_go_command
 from cgo_audit.shim.build import build_shim
 
@@ -72,6 +74,37 @@ def shares_module_fixture(test_file: str) -> bool:
     return path.is_file() and re.search(r"scope\s*=\s*[\"']module[\"']", path.read_text()) is not None
 
 
+def scope_of(nodeid: str) -> str:
+    """What one worker runs together: a file with a module-scoped fixture,
+    else the single test."""
+    test_file = nodeid.split("::", 1)[0]
+    return test_file if shares_module_fixture(test_file) else nodeid
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--record-durations", action="store_true",
+                     help="write each test's duration to tests/durations.json (make test-durations)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Longest first (tests/durations.py says why); every worker sorts the
+    same collection the same way, so xdist sees identical collections."""
+    items[:] = durations.longest_first(items, lambda item: item.nodeid, scope_of, durations.load())
+
+
+_measured: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _measured[report.nodeid] = _measured.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # On the xdist controller (or a plain run): it sees every worker's reports.
+    if session.config.getoption("record_durations") and not hasattr(session.config, "workerinput"):
+        durations.save(_measured)
+
+
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """Under pytest-xdist (make test), the tests of a file with a
     module-scoped fixture go to one worker, so that fixture runs once rather
@@ -82,9 +115,12 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         return None
     from xdist.scheduler import LoadScopeScheduling
 
+    # Hand the scopes out in the collection's order (longest first), not by
+    # their number of tests.
+    config.option.loadscopereorder = False
+
     class SharedFixtureScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            test_file = nodeid.split("::", 1)[0]
-            return test_file if shares_module_fixture(test_file) else nodeid
+            return scope_of(nodeid)
 
     return SharedFixtureScheduling(config, log)

@@ -14,6 +14,7 @@ import pytest
 
 from cgo_audit.measure.load import HttpLoad
 
+from fleet_helpers import audit_until, value
 from helpers import REPO, SERVER_CWD, audit_json, free_port, write_module
 
 pytestmark = pytest.mark.slow
@@ -116,8 +117,19 @@ def test_watch_calls_fds_stopped_at_the_open_file_limit_a_leak(tmp_path, leakyse
     try:
         assert load.wait_ready(20)
         load.start()
-        proc, report = audit_json(tmp_path, str(server.pid), "--duration", "12", "--interval", "0.25",
-                                  command="watch")
+        # Stopped once the fds have sat at the limit (within the metric's
+        # noise floor of 3) for as many samples as the climb took, however
+        # long that is on a busy machine: a plateau there, not a slope.
+        reached: list[float] = []
+
+        def sat_at_limit(series: dict) -> bool:
+            taken = value(series, "cgo_audit_samples_total") or 0
+            if not reached and (value(series, "cgo_audit_open_fds") or 0) >= FD_LIMIT - 3:
+                reached.append(taken)
+            return bool(reached) and taken >= 2 * reached[0]
+
+        proc, report = audit_until(tmp_path, "watch", str(server.pid), "--interval", "0.25", until=sat_at_limit,
+                                   what="the fds to sit at the limit")
     finally:
         load.stop()
         server.kill()
