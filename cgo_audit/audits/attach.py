@@ -194,8 +194,7 @@ def audit_attached(settings: AttachSettings, progress: Progress = lambda _: None
                     samples.append(sample)
                     if stacks is not None and process.time_s >= settings.warmup_s:
                         timeline.add(sample, stacks)
-                    if "limits" not in early:
-                        early["limits"] = process_limits(settings.pid)
+                    early["limits"] = process_limits(settings.pid)   # the latest: limits move (see run)
                     progress(sample)
                     time.sleep(settings.interval_s)
                 else:

@@ -341,8 +341,10 @@ def _sampler(session: ShimSession, settings: RunSettings, load: HttpLoad | None,
             c_untracked=cheap.untracked_allocs if cheap else None, pid=pid)
         with lock:
             samples.append(sample)
-            if "limits" not in early:   # read once per start: a program may raise its own soft limits
-                early["limits"] = proclimits.process_limits(pid, settings.memory_limit_bytes)
+            # Read at every sample, the latest kept: limits move while a
+            # program runs (Go raises its open-file soft limit as it starts;
+            # a supervisor moves a process into a cgroup).
+            early["limits"] = proclimits.process_limits(pid, settings.memory_limit_bytes)
             if stacks is not None:
                 timeline = early.setdefault("timeline", StackTimeline())
                 timeline.add(sample, stacks)  # type: ignore[attr-defined]

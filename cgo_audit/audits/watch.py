@@ -139,6 +139,7 @@ def watch_process(settings: WatchSettings, on_update: Update = lambda _s, _m: No
                 go_stamp=go.stamp if go else None, vms_bytes=process.vms_bytes,
                 c_untracked=cheap.untracked_allocs if cheap else None, pid=settings.pid)
             samples.append(sample)
+            limits = proclimits.process_limits(settings.pid)   # the latest: limits move (see run)
             if timeline is not None and stacks is not None:
                 timeline.add(sample, stacks)
             on_update(samples.items(), missing)

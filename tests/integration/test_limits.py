@@ -5,17 +5,19 @@ never a plateau called clean."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import resource
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from cgo_audit.measure.load import HttpLoad
 
-from fleet_helpers import audit_until, value
-from helpers import REPO, SERVER_CWD, audit_json, free_port, write_module
+from fleet_helpers import audit_until, server_pid, start_run, stop, value
+from helpers import REPO, SERVER_CWD, audit_json, free_port, wait_for, write_module
 
 pytestmark = pytest.mark.slow
 
@@ -59,6 +61,45 @@ def test_run_names_the_memory_limit_a_c_leak_ran_into(tmp_path, leakyserver):
     text = " ".join(proc.stdout.split())
     assert re.search(r"C heap grows (59|60)\d{3}\.\d\d B/req .* until it hit the memory limit \(96 MiB\) after \d+ s",
                      text), text
+
+
+def memory_cgroup(limit_bytes: int) -> Path:
+    """A child of this process's memory cgroup (v1) limited to limit_bytes,
+    or the test skips saying why it cannot have one."""
+    entries = [line.split(":", 2) for line in Path("/proc/self/cgroup").read_text().splitlines()]
+    own = next((path for _, controllers, path in entries if "memory" in controllers.split(",")), None)
+    parent = Path("/sys/fs/cgroup/memory") / (own or "/").lstrip("/")
+    if own is None or not (parent / "memory.limit_in_bytes").is_file():
+        pytest.skip("no cgroup v1 memory controller to make a limited cgroup in")
+    child = parent / f"cgo-audit-test-{os.getpid()}"
+    try:
+        child.mkdir()
+        (child / "memory.limit_in_bytes").write_text(str(limit_bytes))
+    except OSError as error:
+        pytest.skip(f"cannot make a limited memory cgroup ({error.strerror})")
+    return child
+
+
+def test_run_names_the_cgroup_memory_limit_a_c_leak_ran_into(tmp_path, leakyserver):
+    # The server is moved into a cgroup of 160 MiB once it runs (as a
+    # supervisor would), and leaks 60 KB a request until the cgroup's OOM
+    # killer ends it: the limit read from the cgroup is named.
+    cgroup = memory_cgroup(160 << 20)
+    load = f"http://127.0.0.1:{{port}}/value?key={'k' * 60000}"
+    proc, _, _ = start_run(leakyserver, "leaky", "--load", load, "--json", str(tmp_path / "report.json"), seconds=300)
+    try:
+        pid = server_pid(proc)
+        (cgroup / "cgroup.procs").write_text(str(pid))
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            stop(proc)
+        wait_for(lambda: not (cgroup / "cgroup.procs").read_text().strip(), 60, what="the cgroup to empty")
+        cgroup.rmdir()
+    program = json.loads((tmp_path / "report.json").read_text())["program"]
+    assert program["verdict"] == "cgo-leak", out
+    assert program["growth"]["c_bytes"]["limit_name"] == "the cgroup's memory limit (160 MiB)", program["growth"]
+    assert "cgroup's memory limit (160 MiB)" in " ".join(out.split())
 
 
 def test_bench_calls_fds_stopped_at_the_open_file_limit_a_leak(tmp_path):
