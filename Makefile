@@ -12,8 +12,10 @@ AUDIT_FLAGS ?=
 PYTEST_FLAGS ?=
 
 # Tests run in parallel: most of them wait on Go builds, processes and servers
-# rather than burn CPU, so a few more workers than cores keeps both cores busy.
-TEST_WORKERS ?= 4
+# rather than burn CPU, so more workers than cores keeps both cores busy
+# (with another build beside it, under stress-ng --cpu 2: 7 min 10 s with 4
+# workers, 6 min 16 s with 6; docs/measurements.md).
+TEST_WORKERS ?= 6
 FAST_MARKS := not slow and not network and not browser
 
 .PHONY: all shim fixtures audit test test-fast test-durations test-stress bench demo clean generate generate-check generate-layouts lint

@@ -4,13 +4,16 @@ never a plateau called clean."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -63,39 +66,46 @@ def test_run_names_the_memory_limit_a_c_leak_ran_into(tmp_path, leakyserver):
                      text), text
 
 
-def memory_cgroup(limit_bytes: int) -> Path:
-    """A child of this process's memory cgroup (v1) limited to limit_bytes,
-    or the test skips saying why it cannot have one."""
+@contextlib.contextmanager
+def limited_cgroup(controller: str, limit_file: str, limit: int) -> Iterator[Path]:
+    """A child of this process's cgroup of controller (v1) with limit_file
+    set to limit, removed after; the test skips saying why where it cannot
+    have one."""
     entries = [line.split(":", 2) for line in Path("/proc/self/cgroup").read_text().splitlines()]
-    own = next((path for _, controllers, path in entries if "memory" in controllers.split(",")), None)
-    parent = Path("/sys/fs/cgroup/memory") / (own or "/").lstrip("/")
-    if own is None or not (parent / "memory.limit_in_bytes").is_file():
-        pytest.skip("no cgroup v1 memory controller to make a limited cgroup in")
+    own = next((path for _, controllers, path in entries if controller in controllers.split(",")), None)
+    parent = Path("/sys/fs/cgroup") / controller / (own or "/").lstrip("/")
+    if own is None or not parent.is_dir():
+        pytest.skip(f"no cgroup v1 {controller} controller to make a limited cgroup in")
     child = parent / f"cgo-audit-test-{os.getpid()}"
     try:
         child.mkdir()
-        (child / "memory.limit_in_bytes").write_text(str(limit_bytes))
+        (child / limit_file).write_text(str(limit))
     except OSError as error:
-        pytest.skip(f"cannot make a limited memory cgroup ({error.strerror})")
-    return child
+        pytest.skip(f"cannot make a limited {controller} cgroup ({error.strerror})")
+    try:
+        yield child
+    finally:
+        for pid in (child / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        wait_for(lambda: not (child / "cgroup.procs").read_text().strip(), 60, what="the cgroup to empty")
+        child.rmdir()
 
 
 def test_run_names_the_cgroup_memory_limit_a_c_leak_ran_into(tmp_path, leakyserver):
     # The server is moved into a cgroup of 160 MiB once it runs (as a
     # supervisor would), and leaks 60 KB a request until the cgroup's OOM
     # killer ends it: the limit read from the cgroup is named.
-    cgroup = memory_cgroup(160 << 20)
-    load = f"http://127.0.0.1:{{port}}/value?key={'k' * 60000}"
-    proc, _, _ = start_run(leakyserver, "leaky", "--load", load, "--json", str(tmp_path / "report.json"), seconds=300)
-    try:
-        pid = server_pid(proc)
-        (cgroup / "cgroup.procs").write_text(str(pid))
-        out, _ = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            stop(proc)
-        wait_for(lambda: not (cgroup / "cgroup.procs").read_text().strip(), 60, what="the cgroup to empty")
-        cgroup.rmdir()
+    with limited_cgroup("memory", "memory.limit_in_bytes", 160 << 20) as cgroup:
+        load = f"http://127.0.0.1:{{port}}/value?key={'k' * 60000}"
+        proc, _, _ = start_run(leakyserver, "leaky", "--load", load, "--json", str(tmp_path / "report.json"),
+                               seconds=300)
+        try:
+            (cgroup / "cgroup.procs").write_text(str(server_pid(proc)))
+            out, _ = proc.communicate(timeout=300)
+        finally:
+            if proc.poll() is None:
+                stop(proc)
     program = json.loads((tmp_path / "report.json").read_text())["program"]
     assert program["verdict"] == "cgo-leak", out
     assert program["growth"]["c_bytes"]["limit_name"] == "the cgroup's memory limit (160 MiB)", program["growth"]
