@@ -23,6 +23,7 @@ from cgo_audit.report.charts import (
     share_axes,
 )
 from cgo_audit.verdicts import analysis
+from cgo_audit.verdicts.sites import Site
 
 # --- Page -----------------------------------------------------------------
 
@@ -93,20 +94,26 @@ def _evidence_list(result: Findings, unit: str) -> str:
     return '<ul class="evidence">' + "".join(f"<li>{_text(line)}</li>" for line in lines) + "</ul>"
 
 
+def _error(site: Site) -> str:
+    if site.error_bytes_per_op is None:
+        return ""
+    return f" ±{_text(terminal.per_op_text(site.error_bytes_per_op))}"
+
+
 def _sites_table(result: Findings, unit: str) -> str:
     if not result.sites:
         return ""
     estimate = "~" if result.sample_period_bytes else ""
     heading = "Leak sites: C heap left behind per " + ("op" if unit == "/op" else unit[1:])
     if estimate:
-        heading += ", estimated from sampled stacks"
+        heading += ", estimated from sampled stacks (± a 95% interval)"
     rows = []
     for site in result.sites[:terminal.TOP_SITES]:
         origin = f'<div class="origin">in a goroutine started at {_text(site.created_by)}</div>' \
             if site.created_by else ""
         stack = "".join(f"<li>{_text(frame)}</li>" for frame in site.stack)
         rows.append(
-            f'<tr><td class="num">{estimate}{_text(terminal.per_op_text(site.bytes_per_op))}</td>'
+            f'<tr><td class="num">{estimate}{_text(terminal.per_op_text(site.bytes_per_op))}{_error(site)}</td>'
             f'<td class="num">{estimate}{_text(terminal.per_op_text(site.allocs_per_op))}</td>'
             f'<td><code>{_text(site.label())}</code>{origin}'
             f'<details><summary>stack ({len(site.stack)} frames, innermost first)</summary>'

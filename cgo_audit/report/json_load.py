@@ -51,7 +51,8 @@ def site_from(data: dict[str, Any]) -> Site:
                   c_stack=tuple(data["c_stack"]), call_pc=int(data["call_pc"], 16), via=data.get("via") or "")
     return Site(key=key, bytes_per_op=data["bytes_per_op"], allocs_per_op=data["allocs_per_op"],
                 shape=data["shape"], stack=[frame_from(text) for text in data["stack"]],
-                created_by=data.get("created_by"), call=data.get("call", 0))
+                created_by=data.get("created_by"), call=data.get("call", 0),
+                error_bytes_per_op=data.get("error_bytes_per_op"))
 
 
 def result_from(data: dict[str, Any]) -> BenchResult:

@@ -171,11 +171,14 @@ def site_lines(result: Findings) -> list[str]:
     if not result.sites:
         return []
     estimate = "~" if result.sample_period_bytes else ""
-    lines = ["leak sites (C heap left behind per op" + (", estimated from samples" if estimate else "") + "):"]
+    lines = ["leak sites (C heap left behind per op" +
+             (", estimated from samples, ± a 95% interval" if estimate else "") + "):"]
     for site in result.sites[:TOP_SITES]:
         site_bytes = per_op_text(site.bytes_per_op, significant=True)
         site_allocs = per_op_text(site.allocs_per_op, significant=True)
-        figures = f"  {estimate}{site_bytes:>8} B/op {site_allocs:>6} allocs/op"
+        error = f" ±{per_op_text(site.error_bytes_per_op, significant=True)}" \
+            if site.error_bytes_per_op is not None else ""
+        figures = f"  {estimate}{site_bytes:>8}{error} B/op {site_allocs:>6} allocs/op"
         label = site.label()
         if len(figures) + len(label) + 6 <= WIDTH:
             lines.append(f"{figures}  {label}")

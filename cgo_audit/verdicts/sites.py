@@ -243,6 +243,9 @@ class Site:
     stack: list[ShownFrame] = field(default_factory=list)
     created_by: str | None = None
     call: int = 0        # n-th such call on its line (by address), when there are several
+    # With sampled stacks: half the width of an approximate 95% interval of
+    # bytes_per_op (sampling_error); None when every allocation was counted.
+    error_bytes_per_op: float | None = None
 
     def label(self) -> str:
         label = self.key.label()
@@ -257,7 +260,8 @@ class Site:
                 "call": self.call, "call_pc": f"0x{self.key.call_pc:x}", "via": self.key.via or None,
                 "c_function": self.key.c_function, "c_stack": list(self.key.c_stack),
                 "bytes_per_op": self.bytes_per_op, "allocs_per_op": self.allocs_per_op, "shape": self.shape,
-                "created_by": self.created_by, "stack": [str(frame) for frame in self.stack]}
+                "created_by": self.created_by, "stack": [str(frame) for frame in self.stack],
+                "error_bytes_per_op": self.error_bytes_per_op}
 
 
 def unsample(bytes_: int, allocs: int, period: int) -> tuple[float, float]:
@@ -266,6 +270,19 @@ def unsample(bytes_: int, allocs: int, period: int) -> tuple[float, float]:
         return float(bytes_), float(allocs)
     scale = 1.0 / (1.0 - math.exp(-(bytes_ / allocs) / period))
     return bytes_ * scale, allocs * scale
+
+
+def sampling_error(per_op: float, sampled_blocks: int, mean_block_bytes: float, period: int) -> float:
+    """Half the width of an approximate 95% interval of a figure estimated
+    from sampled_blocks blocks, each sampled with probability
+    p = 1 - exp(-size/period) (Go's heap profile sampling): the count of
+    sampled blocks is binomial, so the estimate's relative standard error is
+    sqrt((1 - p) / k). With no sampled block behind it, the figure is all
+    error."""
+    if sampled_blocks <= 0 or mean_block_bytes <= 0 or period <= 0:
+        return abs(per_op)
+    p = 1.0 - math.exp(-mean_block_bytes / period)
+    return 1.96 * abs(per_op) * math.sqrt((1.0 - p) / sampled_blocks)
 
 
 def stack_deltas(before: Sequence[StackRecord], after: Sequence[StackRecord]
@@ -296,6 +313,7 @@ class _Tally:
     """One run's growth, grouped by site."""
 
     by_site: dict[SiteKey, list[float]] = field(default_factory=dict)   # [bytes, allocs]
+    sampled: dict[SiteKey, int] = field(default_factory=dict)   # blocks actually sampled (before scaling up)
     shown: dict[SiteKey, ReadableStack] = field(default_factory=dict)
     runtime_bytes: float = 0.0
 
@@ -313,6 +331,7 @@ def _tally(run: RunStacks, symbolizer: Symbolizer, sample_period: int, home: str
         totals = tally.by_site.setdefault(stack.key, [0.0, 0.0])
         totals[0] += est_bytes
         totals[1] += est_allocs
+        tally.sampled[stack.key] = tally.sampled.get(stack.key, 0) + allocs
         tally.shown.setdefault(stack.key, stack)
     return tally
 
@@ -335,8 +354,15 @@ def measure_sites(runs: Sequence[RunStacks], symbolizer: Symbolizer, sample_peri
         growth = analysis.classify(analysis.C_BYTES, xs, ys)
         count_growth = analysis.classify(analysis.C_ALLOCS, xs, allocs)
         if growth.leaking or count_growth.leaking:
+            error = None
+            if sample_period:
+                # The per-op figure is the tail's slope (the last three points):
+                # its sampled blocks are those that arrived over that stretch.
+                tail = [t.sampled.get(key, 0) for t in tallies[-3:]]
+                mean_block = ys[-1] / allocs[-1] if allocs[-1] > 0 else 0.0
+                error = sampling_error(growth.per_op, tail[-1] - tail[0], mean_block, sample_period)
             sites.append(Site(key, growth.per_op, count_growth.per_op, growth.shape, shown[key].frames,
-                              shown[key].created_by))
+                              shown[key].created_by, error_bytes_per_op=error))
     number_calls(sites)
     sites.sort(key=lambda s: (-s.bytes_per_op, -s.allocs_per_op, s.label()))
     runtime_growth = analysis.classify(analysis.C_BYTES, xs, [t.runtime_bytes for t in tallies])

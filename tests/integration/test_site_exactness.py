@@ -66,6 +66,28 @@ def test_sampled_stacks_say_what_they_miss(tmp_path, leakyserver):
         assert any("--stacks all counts every one" in note for note in program["notes"]), program["notes"]
 
 
+def test_sampled_sites_carry_an_interval_that_holds_the_truth(tmp_path, leakyserver):
+    # The seed leak with a 4000-byte key: C.CString(key) leaves 4001 B a
+    # request, sampled about once in five at one stack per 16 KiB allocated.
+    # The site is an estimate, printed with its 95% interval, and the truth
+    # lies within twice it (four standard errors: a false alarm once in
+    # tens of thousands of runs).
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc, report = audit_json(tmp_path, "--duration", "300", "--requests", "20000", "--interval", "0.25",
+                              "--stacks", "sampled", "--load", f"{base}/value?key={'k' * 4000}",
+                              "--cwd", str(SERVER_CWD), "--", str(leakyserver), "-addr", f"127.0.0.1:{port}",
+                              "-mode", "leaky", command="run")
+    program = report["program"]
+    assert program["verdict"] == "cgo-leak", proc.stdout
+    big = [site for site in program["sites"] if site["line"] == 35 and site["bytes_per_op"] > 1000]
+    assert len(big) == 1, program["sites"]
+    [site] = big
+    assert 0 < site["error_bytes_per_op"] < 0.2 * 4001, site
+    assert abs(site["bytes_per_op"] - 4001) <= 2 * site["error_bytes_per_op"], site
+    assert "\u00b1 a 95% interval" in " ".join(proc.stdout.split()), proc.stdout
+
+
 def test_watch_names_sites_of_a_process_started_under_the_shim(tmp_path, shim_path, leakyserver):
     """watch reads the stacks of a process whose shim records them, and fits
     them as run does: the sites add up to the C heap's slope (per second)."""

@@ -97,3 +97,4 @@ def test_a_load_that_stalls_between_samples_still_gets_a_verdict():
         stalled[i] = replace(stalled[i], ops=stalled[SAMPLES - 5].ops)
     growth, verdicts = analyse_series(stalled, "request")
     assert verdicts.main == "cgo-leak" and growth["c_bytes"].per_op == 26.0
+
