@@ -11,7 +11,12 @@ Each mode runs once per repetition, in a shuffled order, so drift on the
 machine spreads evenly; a ratio is median(mode) / median(plain). The loops
 time themselves, so process start-up is left out.
 
-usage: python bench/overhead.py [--reps N] [--iterations N] [--json FILE]
+With --baseline-shim FILE, another build of the shim (an older commit's:
+`cgo-audit build-shim --output FILE` there) counts beside this one, in the
+same shuffled runs: a change to the shim's cost, measured against its own
+before.
+
+usage: python bench/overhead.py [--reps N] [--iterations N] [--baseline-shim FILE] [--json FILE]
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ def build_workloads(workdir: Path) -> dict[str, Path]:
     return {"cstringloop": loop, "cmalloc": cmalloc}
 
 
-def modes(shim: Path, regions: Path, go_binary: Path) -> dict[str, dict[str, object]]:
+def modes(shim: Path, regions: Path, go_binary: Path, baseline: Path | None = None) -> dict[str, dict[str, object]]:
     """Mode name -> how to run a workload in it (argv prefix, environment).
     The stack modes walk the goroutine too, given the Go binary's layout."""
     preload = {"LD_PRELOAD": str(shim), "CGO_AUDIT_DIR": str(regions),
@@ -53,6 +58,8 @@ def modes(shim: Path, regions: Path, go_binary: Path) -> dict[str, dict[str, obj
     found = {
         "plain": {"prefix": [], "env": {}},
         "shim: counting": {"prefix": [], "env": dict(preload)},
+        **({"shim: counting (baseline build)": {"prefix": [], "env": {**preload, "LD_PRELOAD": str(baseline)}}}
+           if baseline else {}),
         "shim: stacks, every allocation": {"prefix": [], "env": {**preload, "CGO_AUDIT_STACKS": "all"}},
         "shim: stacks, sampled 512 KiB": {"prefix": [], "env": {**preload, "CGO_AUDIT_STACKS": "sampled"}},
     }
@@ -84,12 +91,23 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=HERE / "results" / "overhead.json")
     parser.add_argument("--cpu", type=int, default=(os.cpu_count() or 1) - 1,
                         help="pin every run to this CPU (-1: do not pin)")
+    parser.add_argument("--baseline-shim", type=Path, metavar="FILE",
+                        help="another build of the shim to count beside this one (its cost before a change)")
+    parser.add_argument("--modes", help="only these modes, comma-separated (plain is always run)")
     args = parser.parse_args()
+    if args.baseline_shim is not None and not args.baseline_shim.is_file():
+        parser.error(f"--baseline-shim: no such file: {args.baseline_shim}")
     shim = build_shim()
     with tempfile.TemporaryDirectory(prefix="cgo-audit-bench-") as work:
         workdir = Path(work)
         binaries = build_workloads(workdir)
-        table = modes(shim, workdir, binaries["cstringloop"])
+        table = modes(shim, workdir, binaries["cstringloop"], args.baseline_shim)
+        if args.modes:
+            wanted = {"plain", *(name.strip() for name in args.modes.split(","))}
+            unknown = wanted - set(table)
+            if unknown:
+                parser.error(f"--modes: no such mode: {', '.join(sorted(unknown))} (modes: {', '.join(table)})")
+            table = {name: mode for name, mode in table.items() if name in wanted}
         results: dict[str, dict[str, list[float]]] = {}
         started = time.monotonic()
         for workload in args.workloads.split(","):
@@ -109,7 +127,10 @@ def main() -> int:
 
 
 def report(results: dict[str, dict[str, list[float]]], args: argparse.Namespace, seconds: float) -> dict:
-    command = f"python bench/overhead.py --reps {args.reps} --iterations {args.iterations} --cpu {args.cpu}"
+    command = f"python bench/overhead.py --reps {args.reps} --iterations {args.iterations} --cpu {args.cpu}" \
+        + (f" --workloads {args.workloads}" if args.workloads != "cstringloop,cmalloc" else "") \
+        + (f" --baseline-shim {args.baseline_shim}" if args.baseline_shim else "") \
+        + (f" --modes '{args.modes}'" if args.modes else "")
     print(f"$ {command}    ({os.cpu_count()} CPUs, {seconds:.0f}s)")
     summary: dict[str, object] = {"command": command, "cpus": os.cpu_count(), "workloads": {}}
     for workload, samples in results.items():

@@ -11,7 +11,10 @@ program, as figures against a plain start in the same invocation.
    the same binary.
 2. Whole process: `cgo-audit run --stacks off -- cstringloop -n N` against
    plain `cstringloop -n N`, N chosen so the plain run takes about 3 s; the
-   ratio of wall times (medians), start-up and exit included.
+   ratio of wall times (medians), start-up and exit included. Beside them,
+   the loop under LD_PRELOAD of the shim alone (as `run` sets it up, with
+   no harness around it): what the shim's counting costs, apart from what
+   the harness adds.
 
 Runs alternate between the modes so drift on the machine spreads evenly.
 
@@ -173,7 +176,14 @@ def whole_process(reps: int, work: Path, seconds: float) -> dict[str, float]:
     probe = subprocess.run([str(loop), "-n", "1000000"], capture_output=True, text=True, check=True)
     iterations = int(1_000_000 * seconds * 1e9 / float(probe.stdout.split()[-1]))
     argv = {"plain": [str(loop), "-n", str(iterations)],
+            "shim alone": [str(loop), "-n", str(iterations)],
             "run --stacks off": audit_argv("--stacks", "off", "--", str(loop), "-n", str(iterations))}
+    regions = work / "regions"
+    regions.mkdir()
+    # What `run --stacks off` gives the target: the shim, a region directory and the runtime's layout.
+    preload = dict(os.environ, LD_PRELOAD=str(build_shim()), CGO_AUDIT_DIR=str(regions),
+                   CGO_AUDIT_GO_LAYOUT=read_layout(loop).environment_value())
+    env = {"plain": None, "shim alone": preload, "run --stacks off": None}
     walls: dict[str, list[float]] = {name: [] for name in argv}
     for _ in range(reps):
         order = list(argv)
@@ -181,11 +191,15 @@ def whole_process(reps: int, work: Path, seconds: float) -> dict[str, float]:
         for name in order:
             started = time.monotonic()
             # A 3 s program gives too few samples for a verdict: `inconclusive`, exit 2, is expected.
-            subprocess.run(argv[name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(argv[name], env=env[name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             walls[name].append(time.monotonic() - started)
+        for leftover in regions.iterdir():
+            leftover.unlink()
     plain = statistics.median(walls["plain"])
+    alone = statistics.median(walls["shim alone"])
     audited = statistics.median(walls["run --stacks off"])
-    return {"iterations": iterations, "plain_s": plain, "run_stacks_off_s": audited, "ratio": audited / plain}
+    return {"iterations": iterations, "plain_s": plain, "shim_alone_s": alone, "shim_alone_ratio": alone / plain,
+            "run_stacks_off_s": audited, "ratio": audited / plain}
 
 
 def main() -> int:
@@ -212,6 +226,7 @@ def main() -> int:
         print(f"  {name:8} {row['size_mb']:6.1f}MB {row['added_cold_s']:11.3f}s {row['added_warm_s']:11.3f}s "
               f"{row['dwarf_first_layout_s']:13.3f}s {row['table_first_layout_cold_s']:13.4f}s {ratio:6.0f}x")
     print(f"\n  whole process, cstringloop -n {whole['iterations']}: plain {whole['plain_s']:.2f}s, "
+          f"shim alone {whole['shim_alone_s']:.2f}s ({whole['shim_alone_ratio']:.3f}x), "
           f"run --stacks off {whole['run_stacks_off_s']:.2f}s, ratio {whole['ratio']:.3f}x")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"command": command, "startup": found, "whole_process": whole}, indent=2) + "\n")

@@ -1,5 +1,5 @@
 """Entry point for `python -m cgo_audit`."""
 
-from cgo_audit.cli import main
+from cgo_audit.cli import run_cli
 
-raise SystemExit(main())
+run_cli()

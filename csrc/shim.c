@@ -179,10 +179,12 @@ static struct cgo_audit_counters *acquire_slot(void)
 }
 
 /* Slot 0 is shared by the threads that found no free slot: only there do
- * the counters need atomic read-modify-write. */
-static inline void bump(uint64_t *field, uint64_t delta)
+ * the counters need atomic read-modify-write. owned is tls.slot > 0, read
+ * once by the caller: the compiler cannot tell a counter store from a store
+ * to tls, and would read tls.slot again after each. */
+static inline void bump(uint64_t *field, uint64_t delta, int owned)
 {
-    if (LIKELY(tls.slot > 0)) {
+    if (LIKELY(owned)) {
         __atomic_store_n(field, __atomic_load_n(field, __ATOMIC_RELAXED) + delta, __ATOMIC_RELAXED);
     } else {
         __atomic_fetch_add(field, delta, __ATOMIC_RELAXED);
@@ -230,12 +232,13 @@ static inline void track_peak(int64_t delta)
 __attribute__((always_inline)) static inline void count_alloc(uint64_t size, unsigned tag)
 {
     struct cgo_audit_counters *c = LIKELY(tls.counters != NULL) ? tls.counters : acquire_slot();
-    bump(&c->allocs, 1);
-    bump(&c->alloc_bytes, size);
+    int owned = tls.slot > 0;
+    bump(&c->allocs, 1, owned);
+    bump(&c->alloc_bytes, size, owned);
     if (UNLIKELY(tag != CGO_AUDIT_TAG_NONE)) {
         if (tag == CGO_AUDIT_TAG_THREAD_START) {
-            bump(&c->thread_start_allocs, 1);
-            bump(&c->thread_start_alloc_bytes, size);
+            bump(&c->thread_start_allocs, 1, owned);
+            bump(&c->thread_start_alloc_bytes, size, owned);
         } else {
             shim_stack_count(region, tag, (int64_t)size, 1);
         }
@@ -248,12 +251,13 @@ __attribute__((always_inline)) static inline void count_free(uint64_t meta)
     struct cgo_audit_counters *c = LIKELY(tls.counters != NULL) ? tls.counters : acquire_slot();
     uint64_t size = pmap_meta_size(meta);
     unsigned tag = pmap_meta_tag(meta);
-    bump(&c->frees, 1);
-    bump(&c->free_bytes, size);
+    int owned = tls.slot > 0;
+    bump(&c->frees, 1, owned);
+    bump(&c->free_bytes, size, owned);
     if (UNLIKELY(tag != CGO_AUDIT_TAG_NONE)) {
         if (tag == CGO_AUDIT_TAG_THREAD_START) {
-            bump(&c->thread_start_frees, 1);
-            bump(&c->thread_start_free_bytes, size);
+            bump(&c->thread_start_frees, 1, owned);
+            bump(&c->thread_start_free_bytes, size, owned);
         } else {
             shim_stack_count(region, tag, -(int64_t)size, -1);
         }
@@ -649,18 +653,25 @@ EXPORT void *ENTRY(malloc)(size_t size)
 
 EXPORT void ENTRY(free)(void *p)
 {
-    if (p == NULL || UNLIKELY(is_bootstrap(p))) {
+    if (p == NULL) {
         return;
     }
     if (UNLIKELY(enter())) {
-        if (real_free) { /* NULL only while dlsym runs: leaking one block is the safe choice */
+        /* real_free is NULL only while dlsym runs: leaking one block is the safe choice */
+        if (real_free != NULL && !is_bootstrap(p)) {
             real_free(p);
         }
         return;
     }
+    /* A bootstrap block is never in the table: it is looked for only when
+     * p is not found, off the common path. */
     uint64_t meta;
-    if (LIKELY(forget(p, &meta))) {
+    if (LIKELY(pmap_remove((uintptr_t)p, &meta))) {
         count_free(meta);
+    } else if (UNLIKELY(is_bootstrap(p))) {
+        return;
+    } else {
+        __atomic_fetch_add(&region->header.ignored_frees, 1, __ATOMIC_RELAXED);
     }
     real_free(p);
 }

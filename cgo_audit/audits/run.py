@@ -17,20 +17,21 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from cgo_audit.errors import AuditError
 from cgo_audit.measure import limits as proclimits
 from cgo_audit.measure.runner import RunRecord, ShimSession, run_target
-from cgo_audit.measure.sampler import ExecutableMapping, ProcessSample
 from cgo_audit.measure.series import DEFAULT_CAPACITY, BoundedSeries
-from cgo_audit.measure.stacktimeline import StackTimeline
-from cgo_audit.model import ProgramResult, ProgramSample
 from cgo_audit.shim.build import build_shim
-from cgo_audit.shim.region import CHeap, Region, StackRecord, latest_region_of
 from cgo_audit.toolchain.gotool import has_linked_shim, link_info, unreachable_static_cgo
 from cgo_audit.toolchain.layout import LayoutUnavailable, read_layout
 from cgo_audit.verdicts import analysis
-from cgo_audit.verdicts.sites import RunStacks, measure_sites, stack_deltas
-from cgo_audit.verdicts.symbolize import Symbolizer
 
-if TYPE_CHECKING:   # imported where used: HTTP clients cost start-up time a run without them need not pay
+if TYPE_CHECKING:
+    # Imported where used: what only the samples and the verdicts need loads
+    # while the target runs, not before it starts (start-up is added to every
+    # run); HTTP clients load only for a run that uses them.
     from cgo_audit.measure.load import HttpLoad
+    from cgo_audit.measure.sampler import ExecutableMapping, ProcessSample
+    from cgo_audit.measure.stacktimeline import StackTimeline
+    from cgo_audit.model import ProgramResult, ProgramSample
+    from cgo_audit.shim.region import CHeap, StackRecord
     from cgo_audit.toolchain.endpoint import EndpointPoller
 
 # Checkpoints along the run, as fractions of it: doubling, like bench's sizes,
@@ -219,7 +220,7 @@ def analyse_series(samples: Sequence[ProgramSample], per: str,
     return growth, analysis.decide(growth, c_heap_measured=c_heap_measured, too_little=too_little)
 
 
-Progress = Callable[[ProgramSample], None]
+Progress = Callable[["ProgramSample"], None]
 
 
 def audit_program(settings: RunSettings, progress: Progress = lambda _: None) -> ProgramResult:
@@ -295,8 +296,8 @@ def audit_program(settings: RunSettings, progress: Progress = lambda _: None) ->
                                     stop_when=stop_when)
                 starts.append((record, early))
                 region = early.pop("region", None)
-                if isinstance(region, Region):
-                    region.close()
+                if region is not None:
+                    region.close()  # type: ignore[attr-defined]
                 if record.stopped or (record.returncode == 0 and not record.memory_limit_hit):
                     break  # asked to stop, or it ended on its own
                 kills = sum(1 for started_record, _ in starts if started_record.memory_limit_hit)
@@ -322,6 +323,9 @@ def _sampler(session: ShimSession, settings: RunSettings, load: HttpLoad | None,
     """The sample hook of one start of the program: its samples go on one
     time axis with the others', tagged with which start they belong to."""
     def on_sample(process: ProcessSample, cheap: CHeap | None, pid: int) -> None:
+        from cgo_audit.measure.stacktimeline import StackTimeline
+        from cgo_audit.model import ProgramSample
+
         go = poller.latest() if poller else None
         want_stacks = settings.stacks != "off" and process.time_s >= settings.warmup_s
         ops, mine, stacks = _read_together(session, pid, early, load, want_stacks) if cheap is not None \
@@ -360,6 +364,8 @@ def _read_together(session: ShimSession, pid: int, early: dict[str, object], loa
     system call between the request count and the counters (one would let
     the load's threads run, and requests completed in between would count
     against a heap read before them), so the slope per request is exact."""
+    from cgo_audit.shim.region import Region, latest_region_of
+
     region = early.get("region")
     if region is None:
         path = latest_region_of(session.directory, pid)
@@ -436,6 +442,9 @@ def _conclude(settings: RunSettings, starts: list[tuple[RunRecord, dict[str, obj
               c_heap_applies: bool = True) -> ProgramResult:
     """Verdicts from the longest start of the program (each start's C heap
     begins again at zero); every kept sample stays for the curves."""
+    from cgo_audit.measure.stacktimeline import StackTimeline
+    from cgo_audit.model import ProgramResult
+
     if not starts:
         raise AuditError("the program never started")
     samples = series.items()
@@ -487,6 +496,9 @@ def attribute_sites(result: ProgramResult, timeline: StackTimeline[ProgramSample
     are fitted on those same readings, so that (with every allocation's
     stack counted) the sites add up to them: a least-squares slope is
     linear in what it fits. For run and watch alike."""
+    from cgo_audit.verdicts.sites import RunStacks, measure_sites, stack_deltas
+    from cgo_audit.verdicts.symbolize import Symbolizer
+
     first = usable[0] if usable else None
     readings = [r for r in timeline.items() if first is not None and r.sample.time_s >= first.time_s
                 and (per != "request" or r.sample.ops)]

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import argparse
 import signal
+import threading
 import urllib.parse
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
 from cgo_audit import units
 from cgo_audit.errors import AuditError
-from cgo_audit.model import AuditReport, ProgramResult
+
+if TYPE_CHECKING:   # imported where used: `run` starts its target before it needs them
+    from rich.console import Console
+
+    from cgo_audit.model import AuditReport, ProgramResult
 
 EXIT_CLEAN, EXIT_LEAK, EXIT_ERROR = 0, 1, 2
 
@@ -32,7 +35,19 @@ def exit_status(results: Sequence[object]) -> int:
 
 def make_console() -> Console:
     """The console every command prints to."""
+    from rich.console import Console
+
     return Console(highlight=False, soft_wrap=True)
+
+
+def prefetch_report_modules() -> None:
+    """Imports what the report of a run or watch needs, in a thread, while
+    the target runs: after it ends, only the report's own work is left."""
+    def load() -> None:
+        import cgo_audit.report.json_report  # noqa: F401
+        import cgo_audit.report.terminal  # noqa: F401
+
+    threading.Thread(target=load, name="prefetch-report", daemon=True).start()
 
 
 def size_list(text: str) -> list[int]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.markup import escape
-
 from cgo_audit.commands.common import EXIT_CLEAN, byte_size, make_console, positive_count, positive_seconds
 
 HELP = "the field guide's leak, end to end, as an HTML report"
@@ -27,6 +25,8 @@ def prepare_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
     from cgo_audit.audits.demo import FIX, demo_intro, run_demo, terminal_lines
     from cgo_audit.report.html import render_programs_html, write_html
 

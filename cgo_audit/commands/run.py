@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cgo_audit.commands.common import (
     add_load_options,
@@ -15,11 +17,15 @@ from cgo_audit.commands.common import (
     count,
     end_on_sigterm,
     make_console,
+    prefetch_report_modules,
     report_program,
     seconds,
 )
 from cgo_audit.errors import AuditError
-from cgo_audit.model import ProgramSample
+
+if TYPE_CHECKING:
+    from cgo_audit.audits.live import LiveFigures
+    from cgo_audit.model import ProgramSample
 
 HELP = "run any program under the shim and watch it for leaks"
 DESCRIPTION = ("Start CMD under the shim (a server while a load generator hits it), "
@@ -45,11 +51,12 @@ def prepare_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cgo_audit.audits.metrics import LiveFigures, serve_metrics
+    # Only what starting the target needs is imported before it starts (the
+    # rest loads while it runs): start-up is time added to every run.
+    from cgo_audit.audits.live import LiveFigures
     from cgo_audit.audits.run import RunSettings, audit_program
 
     end_on_sigterm()
-    console = make_console()
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not command:
         raise AuditError("run needs a command: cgo-audit run [options] -- CMD ARGS")
@@ -61,21 +68,38 @@ def run(args: argparse.Namespace) -> int:
                            load_concurrency=args.concurrency, memory_limit_bytes=args.memory_limit,
                            restarts=args.restarts, stop_after_ops=args.requests,
                            stacks=args.stacks, warmup_s=args.warmup, max_samples=args.max_samples)
-    live = console.is_terminal and not args.quiet
+    # A quiet run prints nothing before the report: its console can wait.
+    console = make_console() if not args.quiet or args.metrics_addr else None
+    live = console is not None and console.is_terminal and not args.quiet
 
     figures = LiveFigures(command, "request" if args.load else "second", args.memory_limit, args.warmup)
+    prefetched = False
 
     def progress(s: ProgramSample) -> None:
+        nonlocal prefetched
+        if not prefetched:   # the first sample: the target is running
+            prefetch_report_modules()
+            prefetched = True
         figures.add(s)
-        if live:
+        if live and console is not None:
             c = f"C {s.c_bytes} B" if s.c_bytes is not None else "C -"
             console.print(f"[dim]  {s.time_s:5.0f}s  {c}  RSS {s.rss_bytes >> 10} KiB  fds {s.fds}  "
                           f"threads {s.threads}[/]".ljust(79), end="\r")
 
     with serve_metrics(args.metrics_addr, figures) as url:
-        if url:
+        if url and console is not None:
             console.print(f"metrics: {url}")
         result = audit_program(settings, progress)
-    if live:
+    if live and console is not None:
         console.print(" " * 79, end="\r")
-    return report_program(result, "run", args, console)
+    return report_program(result, "run", args, console or make_console())
+
+
+def serve_metrics(address: str | None, figures: LiveFigures) -> contextlib.AbstractContextManager[str | None]:
+    """The metrics server when an address is asked for (prometheus_client
+    is imported only then)."""
+    if not address:
+        return contextlib.nullcontext(None)
+    from cgo_audit.audits.metrics import serve_metrics as serve
+
+    return serve(address, figures)

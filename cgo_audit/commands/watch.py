@@ -5,6 +5,7 @@ not started under the shim gets it attached (audits/attach.py), unless
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from cgo_audit.commands.common import (
     add_metrics_option,
@@ -14,7 +15,9 @@ from cgo_audit.commands.common import (
     make_console,
     report_program,
 )
-from cgo_audit.model import ProgramSample
+
+if TYPE_CHECKING:
+    from cgo_audit.model import ProgramSample
 
 HELP = "watch a running process for leaks"
 DESCRIPTION = ("Sample a running process (RSS, fds, threads; its C heap, through the shim it was started "

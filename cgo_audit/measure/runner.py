@@ -17,15 +17,17 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
-
-import psutil
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
 
 from cgo_audit.errors import AuditError
-from cgo_audit.measure.sampler import ExecutableMapping, ProcessSample, read_maps, sample_process
 from cgo_audit.measure.series import BoundedSeries
-from cgo_audit.shim.region import CHeap, Region, RegionInfo, StackMode, StackRecord, latest_region_of, region_files
 from cgo_audit.toolchain.platform import NATIVE, Platform
+
+if TYPE_CHECKING:   # imported where used: psutil and cffi load while the target runs, not before it starts
+    import psutil
+
+    from cgo_audit.measure.sampler import ExecutableMapping, ProcessSample
+    from cgo_audit.shim.region import CHeap, RegionInfo, StackMode, StackRecord
 
 PROBE_FDS_ENV = "CGO_AUDIT_PROBE_FDS"
 # The line of a Go program's output that says how it failed.
@@ -146,6 +148,8 @@ class ShimSession:
 
     def main_state(self, pid: int, stacks: bool) -> tuple[CHeap | None, list[StackRecord] | None]:
         """The C heap (and, if asked, the stacks) of pid's current image."""
+        from cgo_audit.shim.region import Region, latest_region_of
+
         path = latest_region_of(self.directory, pid)
         if path is None:
             return None, None
@@ -159,6 +163,8 @@ class ShimSession:
 
     def main_span(self, pid: int) -> tuple[int, int] | None:
         """Address span of the shim's side table in pid (its RSS is the shim's)."""
+        from cgo_audit.shim.region import Region, latest_region_of
+
         path = latest_region_of(self.directory, pid)
         if path is None:
             return None
@@ -171,6 +177,8 @@ class ShimSession:
             return None  # made a moment ago and not sized yet
 
     def images(self) -> Iterator[tuple[RegionInfo, CHeap]]:
+        from cgo_audit.shim.region import Region, region_files
+
         for _pid, _gen, path in sorted(region_files(self.directory)):
             try:
                 with Region(path) as region:
@@ -202,7 +210,7 @@ def describe_others(session: ShimSession, pid: int) -> tuple[CHeap | None, list[
 
 
 SnapshotHook = Callable[[Snapshot], None]
-SampleHook = Callable[[ProcessSample, "CHeap | None", int], None]   # sample, C heap, pid
+SampleHook = Callable[["ProcessSample", "CHeap | None", int], None]   # sample, C heap, pid
 
 
 def run_target(argv: Sequence[str], session: ShimSession, *, cwd: str | os.PathLike[str] | None = None,
@@ -257,6 +265,8 @@ def run_target(argv: Sequence[str], session: ShimSession, *, cwd: str | os.PathL
             _kill_group(proc.pid)
             _reap(proc, record, block=True)
     record.elapsed_s = time.monotonic() - started
+    from cgo_audit.shim.region import Region, latest_region_of
+
     record.final_c_heap, record.others = describe_others(session, proc.pid)
     record.preload_active = record.final_c_heap is not None
     path = latest_region_of(session.directory, proc.pid)
@@ -333,11 +343,25 @@ def _reap(proc: subprocess.Popen[bytes], record: RunRecord, block: bool) -> bool
     return True
 
 
+def _exit_notifier(pid: int) -> int | None:
+    """A descriptor that turns readable when pid ends (a pidfd, Linux 5.3+),
+    so the loop below wakes at once rather than at its next timeout; None
+    where there is none (the loop then polls, as before)."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
 def _watch(proc: subprocess.Popen[bytes], record: RunRecord, session: ShimSession, started: float,
            timeout_s: float, interval_s: float, probe_read: int | None, ack_write: int | None,
            on_snapshot: SnapshotHook | None, on_sample: SampleHook | None,
            stop_after_s: float | None, memory_limit_bytes: int | None,
            stop_when: Callable[[], bool] | None = None) -> None:
+    import psutil
+
+    from cgo_audit.measure.sampler import read_maps, sample_process
+
     selector = selectors.DefaultSelector()
     buffers: dict[int, bytearray] = {}
     assert proc.stdout is not None and proc.stderr is not None
@@ -349,6 +373,9 @@ def _watch(proc: subprocess.Popen[bytes], record: RunRecord, session: ShimSessio
     if probe_read is not None:
         selector.register(probe_read, selectors.EVENT_READ)
         buffers[probe_read] = bytearray()
+    exit_fd = _exit_notifier(proc.pid)
+    if exit_fd is not None:
+        selector.register(exit_fd, selectors.EVENT_READ)
     ps_proc = psutil.Process(proc.pid)
     next_sample = started
     stop_sent = False
@@ -392,6 +419,11 @@ def _watch(proc: subprocess.Popen[bytes], record: RunRecord, session: ShimSessio
         wait = max(0.0, min(next_sample - now, 0.05)) if not gone else 0.05
         for key, _ in selector.select(timeout=wait):
             fd = key.fd
+            if fd == exit_fd:   # the target has ended: reaped at the top of the loop
+                selector.unregister(fd)
+                os.close(fd)
+                exit_fd = None
+                continue
             try:
                 chunk = os.read(fd, 1 << 16)
             except BlockingIOError:
@@ -422,6 +454,8 @@ def _watch(proc: subprocess.Popen[bytes], record: RunRecord, session: ShimSessio
                 if len(buffers[fd]) > OUTPUT_KEPT_BYTES:   # a service may log for days: keep the tail
                     del buffers[fd][:len(buffers[fd]) - OUTPUT_KEPT_BYTES // 2]
     selector.close()
+    if exit_fd is not None:
+        os.close(exit_fd)
     for fd, name in streams.items():
         setattr(record, name, buffers[fd].decode(errors="replace"))
 
@@ -451,6 +485,8 @@ def _probe_snapshot(line: bytes, session: ShimSession, pid: int, ps_proc: psutil
         return None
     if message.get("event") != "snapshot":
         return None
+    from cgo_audit.measure.sampler import sample_process
+
     span = span or session.main_span(pid)
     cheap, stacks = settled_state(session, pid)
     return Snapshot(label=str(message.get("phase")), time_s=time_s, c_heap=cheap,
