@@ -44,14 +44,14 @@ def value(series: Series, name: str, **labels: str) -> float | None:
     return found[0] if found else None
 
 
-def start_run(leakyserver, mode: str, *extra: str, seconds: int = 120, interval: float = 0.25
-              ) -> tuple[subprocess.Popen, str, int]:
+def start_run(leakyserver, mode: str, *extra: str, seconds: int = 120, interval: float = 0.25,
+              server_args: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str, int]:
     """`cgo-audit run --metrics-addr` of the fixture server, in the background."""
     port, metrics_port = free_port(), free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "cgo_audit", "run", "--quiet", "--duration", str(seconds), "--interval", str(interval),
          "--metrics-addr", f"127.0.0.1:{metrics_port}", "--cwd", str(SERVER_CWD), *[e.format(port=port) for e in extra],
-         "--", str(leakyserver), "-addr", f"127.0.0.1:{port}", "-mode", mode],
+         "--", str(leakyserver), "-addr", f"127.0.0.1:{port}", "-mode", mode, *server_args],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return proc, f"http://127.0.0.1:{metrics_port}/metrics", port
 

@@ -22,7 +22,7 @@ import psutil
 
 from cgo_audit.audits.run import RunSettings, _conclude, answered_enough
 from cgo_audit.errors import AuditError
-from cgo_audit.measure.limits import process_limits
+from cgo_audit.measure.limits import LimitWatch
 from cgo_audit.measure.load import HttpLoad
 from cgo_audit.measure.runner import RunRecord, ShimSession
 from cgo_audit.measure.sampler import read_maps, sample_process
@@ -140,6 +140,7 @@ def audit_attached(settings: AttachSettings, progress: Progress = lambda _: None
     timeline: StackTimeline[ProgramSample] = StackTimeline()   # stack readings, for sites that add up to the slope
     early: dict[str, object] = {"timeline": timeline}
     record = RunRecord(argv=list(argv), cwd=cwd, pid=settings.pid, stopped=True)
+    limit_watch = LimitWatch(settings.pid)
     limit = min((x for x in (settings.duration_s, settings.detach_after_s) if x), default=None)
     ended = "was watched until you stopped"
     before_term = signal.signal(signal.SIGTERM, _on_term) if threading.current_thread() is threading.main_thread() \
@@ -194,7 +195,7 @@ def audit_attached(settings: AttachSettings, progress: Progress = lambda _: None
                     samples.append(sample)
                     if stacks is not None and process.time_s >= settings.warmup_s:
                         timeline.add(sample, stacks)
-                    early["limits"] = process_limits(settings.pid)   # the latest: limits move (see run)
+                    early["limits"] = limit_watch.update()
                     progress(sample)
                     time.sleep(settings.interval_s)
                 else:

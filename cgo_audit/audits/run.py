@@ -345,10 +345,8 @@ def _sampler(session: ShimSession, settings: RunSettings, load: HttpLoad | None,
             c_untracked=cheap.untracked_allocs if cheap else None, pid=pid)
         with lock:
             samples.append(sample)
-            # Read at every sample, the latest kept: limits move while a
-            # program runs (Go raises its open-file soft limit as it starts;
-            # a supervisor moves a process into a cgroup).
-            early["limits"] = proclimits.process_limits(pid, settings.memory_limit_bytes)
+            watch = early.setdefault("limit_watch", proclimits.LimitWatch(pid, settings.memory_limit_bytes))
+            early["limits"] = watch.update()  # type: ignore[attr-defined]
             if stacks is not None:
                 timeline = early.setdefault("timeline", StackTimeline())
                 timeline.add(sample, stacks)  # type: ignore[attr-defined]

@@ -108,7 +108,8 @@ def watch_process(settings: WatchSettings, on_update: Update = lambda _s, _m: No
         missing.append("goroutines and Go heap: no --pprof-url (serve net/http/pprof and pass its address)")
     region = Region(region_path) if region_path else None
     samples: BoundedSeries[ProgramSample] = BoundedSeries(settings.max_samples)
-    limits = proclimits.process_limits(settings.pid)
+    limit_watch = proclimits.LimitWatch(settings.pid)
+    limits = limit_watch.update()
     started = time.monotonic()
     poller = (EndpointPoller(settings.pprof_url, settings.interval_s, lambda: time.monotonic() - started)
               if settings.pprof_url else None)
@@ -139,7 +140,7 @@ def watch_process(settings: WatchSettings, on_update: Update = lambda _s, _m: No
                 go_stamp=go.stamp if go else None, vms_bytes=process.vms_bytes,
                 c_untracked=cheap.untracked_allocs if cheap else None, pid=settings.pid)
             samples.append(sample)
-            limits = proclimits.process_limits(settings.pid)   # the latest: limits move (see run)
+            limits = limit_watch.update()
             if timeline is not None and stacks is not None:
                 timeline.add(sample, stacks)
             on_update(samples.items(), missing)

@@ -5,6 +5,7 @@ there has been exhausted, not bounded (analysis.reached_limit decides)."""
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -103,6 +104,28 @@ def process_limits(pid: int, memory_limit_bytes: int | None = None) -> dict[str,
     if "Max address space" in rlimits:
         limits[VIRTUAL].append(_limit(rlimits["Max address space"], "the address-space limit", VIRTUAL))
     return limits
+
+
+class LimitWatch:
+    """The limits of a process as it runs: they move (Go raises its
+    open-file soft limit as it starts; a supervisor moves a process into a
+    cgroup), so they are read again once `every_s` seconds have passed, at
+    the next sample, the latest kept. Not at every sample: a read walks
+    /proc and the cgroup tree (about half a millisecond), and a watch of
+    days takes millions of samples."""
+
+    def __init__(self, pid: int, memory_limit_bytes: int | None = None, every_s: float = 0.5) -> None:
+        self.pid, self.memory_limit_bytes, self.every_s = pid, memory_limit_bytes, every_s
+        self.read_at: float | None = None
+        self.limits: dict[str, list[Limit]] = {}
+
+    def update(self) -> dict[str, list[Limit]]:
+        """The limits, read afresh when due."""
+        now = time.monotonic()
+        if self.read_at is None or now - self.read_at >= self.every_s:
+            self.limits = process_limits(self.pid, self.memory_limit_bytes)
+            self.read_at = now
+        return self.limits
 
 
 def _limit(value: int, words: str, key: str) -> Limit:

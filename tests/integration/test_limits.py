@@ -52,10 +52,14 @@ def test_run_calls_fds_stopped_at_the_open_file_limit_a_leak(tmp_path, leakyserv
 def test_run_names_the_memory_limit_a_c_leak_ran_into(tmp_path, leakyserver):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    # 60 KB keys: each request leaks a copy (plus "testdata/app.conf" and NULs).
-    proc, report = audit_json(tmp_path, "--duration", "60", "--interval", "0.25", "--memory-limit", "96MiB",
+    # 60 KB keys: each request leaks a copy (plus "testdata/app.conf" and
+    # NULs). 5 ms a request, sampled every 0.1 s: the climb to the limit
+    # takes dozens of samples even on an idle machine (a faster one would
+    # reach it between the first few).
+    proc, report = audit_json(tmp_path, "--duration", "60", "--interval", "0.1", "--memory-limit", "96MiB",
                               "--load", f"{base}/value?key={'k' * 60000}", "--cwd", str(SERVER_CWD), "--",
-                              str(leakyserver), "-addr", f"127.0.0.1:{port}", "-mode", "leaky", command="run")
+                              str(leakyserver), "-addr", f"127.0.0.1:{port}", "-mode", "leaky", "-delay", "5ms",
+                              command="run")
     program = report["program"]
     assert proc.returncode == 1 and program["verdict"] == "cgo-leak", proc.stdout + proc.stderr
     assert "memory limit" in program["ended"]
@@ -98,8 +102,9 @@ def test_run_names_the_cgroup_memory_limit_a_c_leak_ran_into(tmp_path, leakyserv
     # killer ends it: the limit read from the cgroup is named.
     with limited_cgroup("memory", "memory.limit_in_bytes", 160 << 20) as cgroup:
         load = f"http://127.0.0.1:{{port}}/value?key={'k' * 60000}"
+        # 5 ms a request, sampled every 0.1 s: dozens of samples before the OOM kill.
         proc, _, _ = start_run(leakyserver, "leaky", "--load", load, "--json", str(tmp_path / "report.json"),
-                               seconds=300)
+                               seconds=300, interval=0.1, server_args=("-delay", "5ms"))
         try:
             (cgroup / "cgroup.procs").write_text(str(server_pid(proc)))
             out, _ = proc.communicate(timeout=300)

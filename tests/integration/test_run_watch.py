@@ -13,7 +13,8 @@ from cgo_audit.measure.runner import ShimSession
 from helpers import SERVER_CWD, PacedLoad, assert_one_line_error, audit_json, free_port, run_cli
 
 
-def run_server(tmp_path, leakyserver, mode: str, *extra: str, key: str = "timeout", requests: int = 3000):
+def run_server(tmp_path, leakyserver, mode: str, *extra: str, key: str = "timeout", requests: int = 3000,
+               server_args: tuple[str, ...] = ()):
     """`cgo-audit run` on the fixture server until the load has had `requests`
     answers (a state, however busy the machine; 300 s is only the bound)."""
     port = free_port()
@@ -21,7 +22,8 @@ def run_server(tmp_path, leakyserver, mode: str, *extra: str, key: str = "timeou
     until = ("--requests", str(requests)) if requests else ()
     return audit_json(tmp_path, "--duration", "300", *until, "--interval", "0.25", "--pprof-url", base,
                       "--load", f"{base}/value?key={key}", "--cwd", str(SERVER_CWD), *extra,
-                      "--", str(leakyserver), "-addr", f"127.0.0.1:{port}", "-mode", mode, command="run")
+                      "--", str(leakyserver), "-addr", f"127.0.0.1:{port}", "-mode", mode, *server_args,
+                      command="run")
 
 
 @pytest.mark.slow
@@ -65,8 +67,10 @@ def test_run_sees_goroutines_through_the_pprof_endpoint(tmp_path, leakyserver):
 def test_run_killed_by_its_memory_limit_still_gets_a_verdict(tmp_path, leakyserver):
     # 60 KB keys: each request leaks a copy, so RSS passes the limit in seconds;
     # the run ends with the kill (no --requests: the 300 s are only the bound).
-    proc, report = run_server(tmp_path, leakyserver, "leaky", "--memory-limit", "200MiB", key="k" * 60000,
-                              requests=0)
+    # 5 ms a request, sampled every 0.1 s: dozens of samples before the kill
+    # even on a fast idle machine.
+    proc, report = run_server(tmp_path, leakyserver, "leaky", "--memory-limit", "200MiB", "--interval", "0.1",
+                              key="k" * 60000, requests=0, server_args=("-delay", "5ms"))
     program = report["program"]
     assert "memory limit" in program["ended"]
     assert program["verdict"] == "cgo-leak" and proc.returncode == 1
