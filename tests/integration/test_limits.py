@@ -85,6 +85,8 @@ def limited_cgroup(controller: str, limit_file: str, limit: int) -> Iterator[Pat
         child.mkdir()
         (child / limit_file).write_text(str(limit))
     except OSError as error:
+        with contextlib.suppress(OSError):
+            child.rmdir()
         pytest.skip(f"cannot make a limited {controller} cgroup ({error.strerror})")
     try:
         yield child
