@@ -76,9 +76,26 @@ def _cgroup_limits(pid: int, root: Path = Path("/sys/fs/cgroup")) -> dict[str, i
             directory = base.joinpath(*parts[:depth])
             for kind, name in files.items():
                 value = _read_number(directory / name)
-                if value is not None:
-                    found[kind] = min(found.get(kind, value), value)
+                if value is not None and value <= found.get(kind, value):
+                    found[kind] = value
+                    if kind == "memory":   # what the limiting cgroup is charged now
+                        usage = _read_number(directory / ("memory.current" if controllers == ""
+                                                          else "memory.usage_in_bytes"))
+                        if usage is None:
+                            found.pop(MEMORY_CHARGED, None)
+                        else:
+                            found[MEMORY_CHARGED] = usage
     return found
+
+
+MEMORY_CHARGED = "memory charged"
+
+
+def _resident_bytes(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def process_limits(pid: int, memory_limit_bytes: int | None = None) -> dict[str, list[Limit]]:
@@ -100,7 +117,15 @@ def process_limits(pid: int, memory_limit_bytes: int | None = None) -> dict[str,
     if memory_limit_bytes:
         limits[RESIDENT].append(_limit(memory_limit_bytes, "the memory limit", RESIDENT))
     if "memory" in cgroup:
-        limits[RESIDENT].append(_limit(cgroup["memory"], "the cgroup's memory limit", RESIDENT))
+        # The cgroup is charged more than this process's resident pages (page
+        # cache, kernel memory, the other processes in it), and its OOM
+        # killer acts on the sum: the process is at the limit once its RSS
+        # is within that other charge of it.
+        resident = _resident_bytes(pid)
+        other = max(0, cgroup.get(MEMORY_CHARGED, 0) - resident) if resident is not None else 0
+        value = cgroup["memory"]
+        limits[RESIDENT].append(Limit(value, f"the cgroup's memory limit ({describe_limit(value, RESIDENT)})",
+                                      margin=max(4 << 20, 0.02 * value) + other))
     if "Max address space" in rlimits:
         limits[VIRTUAL].append(_limit(rlimits["Max address space"], "the address-space limit", VIRTUAL))
     return limits
