@@ -25,7 +25,7 @@ from cgo_audit.errors import AuditError
 from cgo_audit.measure.limits import LimitWatch
 from cgo_audit.measure.load import HttpLoad
 from cgo_audit.measure.runner import RunRecord, ShimSession
-from cgo_audit.measure.sampler import read_maps, sample_process
+from cgo_audit.measure.sampler import merge_maps, read_maps, sample_process
 from cgo_audit.measure.series import DEFAULT_CAPACITY, BoundedSeries
 from cgo_audit.measure.stacktimeline import StackTimeline
 from cgo_audit.model import ProgramResult, ProgramSample
@@ -177,9 +177,7 @@ def audit_attached(settings: AttachSettings, progress: Progress = lambda _: None
                     if process is None:
                         ended = "ended while watched"
                         break
-                    maps = read_maps(settings.pid)
-                    if maps:
-                        record.maps = maps
+                    record.maps = merge_maps(record.maps, read_maps(settings.pid))
                     ops = load.completed if load else None
                     cheap = region.cheap()
                     stacks = region.stacks() if settings.stacks != "off" else None

@@ -19,7 +19,7 @@ from cgo_audit.audits.run import analyse_series, attribute_sites
 from cgo_audit.errors import AuditError
 from cgo_audit.measure import limits as proclimits
 from cgo_audit.measure.runner import REGION_DIR_ENV
-from cgo_audit.measure.sampler import ExecutableMapping, read_maps, sample_process
+from cgo_audit.measure.sampler import ExecutableMapping, merge_maps, read_maps, sample_process
 from cgo_audit.measure.series import DEFAULT_CAPACITY, BoundedSeries
 from cgo_audit.measure.stacktimeline import StackTimeline
 from cgo_audit.model import ProgramResult, ProgramSample
@@ -129,7 +129,7 @@ def watch_process(settings: WatchSettings, on_update: Update = lambda _s, _m: No
                 break
             cheap = region.cheap() if region else None
             stacks = region.stacks() if region and timeline is not None else None
-            maps = read_maps(settings.pid) or maps
+            maps = merge_maps(maps, read_maps(settings.pid))
             go = poller.latest() if poller else None
             sample = ProgramSample(
                 time_s=process.time_s, ops=None, c_bytes=cheap.user_live_bytes if cheap else None,

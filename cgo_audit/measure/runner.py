@@ -94,7 +94,7 @@ class RunRecord:
     preload_active: bool = False
     final_stacks: list[StackRecord] = field(default_factory=list)
     stack_mode: StackMode | None = None
-    maps: list[ExecutableMapping] = field(default_factory=list)   # the last ones seen while it ran
+    maps: list[ExecutableMapping] = field(default_factory=list)   # every one seen while it ran (merge_maps)
 
     @property
     def crashed(self) -> bool:
@@ -360,7 +360,7 @@ def _watch(proc: subprocess.Popen[bytes], record: RunRecord, session: ShimSessio
            stop_when: Callable[[], bool] | None = None) -> None:
     import psutil
 
-    from cgo_audit.measure.sampler import read_maps, sample_process
+    from cgo_audit.measure.sampler import merge_maps, read_maps, sample_process
 
     selector = selectors.DefaultSelector()
     buffers: dict[int, bytearray] = {}
@@ -399,9 +399,7 @@ def _watch(proc: subprocess.Popen[bytes], record: RunRecord, session: ShimSessio
         if not gone and now >= next_sample:
             if span is None:
                 span = session.main_span(proc.pid)
-            maps = read_maps(proc.pid, not session.platform.emulated)
-            if maps:
-                record.maps = maps
+            record.maps = merge_maps(record.maps, read_maps(proc.pid, not session.platform.emulated))
             sample = sample_process(ps_proc, elapsed, span)
             # The limit is the program's: the shim's own table is not held against it.
             if sample is not None and memory_limit_bytes and sample.target_rss_bytes > memory_limit_bytes:
@@ -437,9 +435,7 @@ def _watch(proc: subprocess.Popen[bytes], record: RunRecord, session: ShimSessio
                     line, _, rest = bytes(buffers[fd]).partition(b"\n")
                     buffers[fd] = bytearray(rest)
                     snap = _probe_snapshot(line, session, proc.pid, ps_proc, time.monotonic() - started, span)
-                    maps = read_maps(proc.pid, not session.platform.emulated)
-                    if maps:
-                        record.maps = maps
+                    record.maps = merge_maps(record.maps, read_maps(proc.pid, not session.platform.emulated))
                     if snap is not None:
                         record.snapshots.append(snap)
                         if on_snapshot is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
+from typing import Sequence
 
 import psutil
 
@@ -98,6 +99,16 @@ def read_maps(pid: int, executable_only: bool = True) -> list[ExecutableMapping]
     except OSError:
         return []
     return mappings
+
+
+def merge_maps(known: Sequence[ExecutableMapping], latest: Sequence[ExecutableMapping]) -> list[ExecutableMapping]:
+    """Every mapping seen so far: the latest reading, plus the earlier ones
+    it does not overlap. A reading taken while the process exits is partial
+    (its libraries are being unmapped), yet the stacks gathered before name
+    code in them; a library loaded later is added, and one mapped anew over
+    an old range replaces it."""
+    kept = [old for old in known if not any(new.start < old.end and old.start < new.end for new in latest)]
+    return sorted([*kept, *latest], key=lambda m: m.start)
 
 
 def sample_process(proc: psutil.Process, time_s: float, shim_span: tuple[int, int] | None = None
