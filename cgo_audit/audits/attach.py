@@ -20,7 +20,7 @@ from typing import Callable, Iterator, Sequence
 
 import psutil
 
-from cgo_audit.audits.run import RunSettings, _conclude, answered_enough
+from cgo_audit.audits.run import RunSettings, _conclude, answered_enough, program_sample
 from cgo_audit.errors import AuditError
 from cgo_audit.measure.limits import LimitWatch
 from cgo_audit.measure.load import HttpLoad
@@ -33,7 +33,7 @@ from cgo_audit.shim.build import build_shim
 from cgo_audit.shim.inject import Attachment, attach, detach, signals_held
 from cgo_audit.shim.region import CHeap, Region, latest_region_of
 from cgo_audit.shim.target import check_target
-from cgo_audit.toolchain.endpoint import EndpointPoller
+from cgo_audit.toolchain.endpoint import EndpointPoller, GoSide
 from cgo_audit.toolchain.layout import LayoutUnavailable, read_layout
 
 
@@ -182,14 +182,7 @@ def audit_attached(settings: AttachSettings, progress: Progress = lambda _: None
                     cheap = region.cheap()
                     stacks = region.stacks() if settings.stacks != "off" else None
                     go = poller.latest() if poller else None
-                    sample = ProgramSample(
-                        time_s=process.time_s, ops=ops,
-                        c_bytes=cheap.user_live_bytes, c_allocs=cheap.user_live_allocs,
-                        c_peak_bytes=cheap.peak_live_bytes, rss_bytes=process.target_rss_bytes,
-                        fds=process.num_fds, sockets=process.num_sockets, threads=process.num_threads,
-                        goroutines=go.goroutines if go else None, go_heap_bytes=go.heap_live_bytes if go else None,
-                        go_stamp=go.stamp if go else None, vms_bytes=process.vms_bytes,
-                        c_untracked=cheap.untracked_allocs)
+                    sample = program_sample(process, cheap, go, ops=ops)
                     samples.append(sample)
                     if stacks is not None and process.time_s >= settings.warmup_s:
                         timeline.add(sample, stacks)
@@ -213,13 +206,9 @@ def audit_attached(settings: AttachSettings, progress: Progress = lambda _: None
                     ops = load.completed if load else None
                     cheap = region.cheap()
                     record.final_stacks = region.stacks()
-                    last = ProgramSample(
-                        time_s=process.time_s, ops=ops, c_bytes=cheap.user_live_bytes,
-                        c_allocs=cheap.user_live_allocs, c_peak_bytes=cheap.peak_live_bytes,
-                        rss_bytes=process.target_rss_bytes, fds=process.num_fds, sockets=process.num_sockets,
-                        threads=process.num_threads, goroutines=samples[-1].goroutines,
-                        go_heap_bytes=samples[-1].go_heap_bytes, go_stamp=samples[-1].go_stamp,
-                        vms_bytes=process.vms_bytes, c_untracked=cheap.untracked_allocs)
+                    before = samples[-1]   # the Go side as last read (the poller has stopped)
+                    last = program_sample(process, cheap, GoSide(before.goroutines, before.go_heap_bytes,
+                                                                 stamp=before.go_stamp), ops=ops)
                     samples.append(last)
                     if settings.stacks != "off":
                         timeline.add(last, record.final_stacks)

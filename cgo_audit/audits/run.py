@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from cgo_audit.measure.stacktimeline import StackTimeline
     from cgo_audit.model import ProgramResult, ProgramSample
     from cgo_audit.shim.region import CHeap, StackRecord
-    from cgo_audit.toolchain.endpoint import EndpointPoller
+    from cgo_audit.toolchain.endpoint import EndpointPoller, GoSide
 
 # Checkpoints along the run, as fractions of it: doubling, like bench's sizes,
 # so a plateau and a steady slope look the same to the classifier.
@@ -317,6 +317,23 @@ def audit_program(settings: RunSettings, progress: Progress = lambda _: None) ->
     return _conclude(settings, starts, samples, per, missing, c_heap_applies)
 
 
+def program_sample(process: ProcessSample, cheap: CHeap | None, go: GoSide | None, *, ops: int | None,
+                   time_s: float | None = None, incarnation: int = 0, pid: int | None = None) -> ProgramSample:
+    """One reading of a program from its three sources: the process (/proc),
+    its C heap (the shim's region, None where it is not measured) and its
+    Go side (the pprof endpoint). For run, watch and attach alike."""
+    from cgo_audit.model import ProgramSample
+
+    return ProgramSample(
+        time_s=process.time_s if time_s is None else time_s, ops=ops,
+        c_bytes=cheap.user_live_bytes if cheap else None, c_allocs=cheap.user_live_allocs if cheap else None,
+        c_peak_bytes=cheap.peak_live_bytes if cheap else None, rss_bytes=process.target_rss_bytes,
+        fds=process.num_fds, sockets=process.num_sockets, threads=process.num_threads,
+        goroutines=go.goroutines if go else None, go_heap_bytes=go.heap_live_bytes if go else None,
+        go_stamp=go.stamp if go else None, incarnation=incarnation, vms_bytes=process.vms_bytes,
+        c_untracked=cheap.untracked_allocs if cheap else None, pid=pid)
+
+
 def _sampler(session: ShimSession, settings: RunSettings, load: HttpLoad | None, poller: EndpointPoller | None,
              samples: BoundedSeries[ProgramSample], early: dict[str, object], lock: threading.Lock, progress: Progress,
              offset: float, incarnation: int) -> Callable[[ProcessSample, CHeap | None, int], None]:
@@ -324,7 +341,6 @@ def _sampler(session: ShimSession, settings: RunSettings, load: HttpLoad | None,
     time axis with the others', tagged with which start they belong to."""
     def on_sample(process: ProcessSample, cheap: CHeap | None, pid: int) -> None:
         from cgo_audit.measure.stacktimeline import StackTimeline
-        from cgo_audit.model import ProgramSample
 
         go = poller.latest() if poller else None
         want_stacks = settings.stacks != "off" and process.time_s >= settings.warmup_s
@@ -333,16 +349,8 @@ def _sampler(session: ShimSession, settings: RunSettings, load: HttpLoad | None,
         if mine is None:
             ops = load.completed if load else None
         cheap = mine or cheap
-        sample = ProgramSample(
-            time_s=offset + process.time_s, ops=ops,
-            c_bytes=cheap.user_live_bytes if cheap else None,
-            c_allocs=cheap.user_live_allocs if cheap else None,
-            c_peak_bytes=cheap.peak_live_bytes if cheap else None,
-            rss_bytes=process.target_rss_bytes, fds=process.num_fds, sockets=process.num_sockets,
-            threads=process.num_threads, goroutines=go.goroutines if go else None,
-            go_heap_bytes=go.heap_live_bytes if go else None, go_stamp=go.stamp if go else None,
-            incarnation=incarnation, vms_bytes=process.vms_bytes,
-            c_untracked=cheap.untracked_allocs if cheap else None, pid=pid)
+        sample = program_sample(process, cheap, go, ops=ops, time_s=offset + process.time_s,
+                                incarnation=incarnation, pid=pid)
         with lock:
             samples.append(sample)
             watch = early.setdefault("limit_watch", proclimits.LimitWatch(pid, settings.memory_limit_bytes))

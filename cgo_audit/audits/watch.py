@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import psutil
 from rich.table import Table
 
-from cgo_audit.audits.run import analyse_series, attribute_sites
+from cgo_audit.audits.run import analyse_series, attribute_sites, program_sample
 from cgo_audit.errors import AuditError
 from cgo_audit.measure import limits as proclimits
 from cgo_audit.measure.runner import REGION_DIR_ENV
@@ -131,14 +131,7 @@ def watch_process(settings: WatchSettings, on_update: Update = lambda _s, _m: No
             stacks = region.stacks() if region and timeline is not None else None
             maps = merge_maps(maps, read_maps(settings.pid))
             go = poller.latest() if poller else None
-            sample = ProgramSample(
-                time_s=process.time_s, ops=None, c_bytes=cheap.user_live_bytes if cheap else None,
-                c_allocs=cheap.user_live_allocs if cheap else None,
-                c_peak_bytes=cheap.peak_live_bytes if cheap else None, rss_bytes=process.target_rss_bytes,
-                fds=process.num_fds, sockets=process.num_sockets, threads=process.num_threads,
-                goroutines=go.goroutines if go else None, go_heap_bytes=go.heap_live_bytes if go else None,
-                go_stamp=go.stamp if go else None, vms_bytes=process.vms_bytes,
-                c_untracked=cheap.untracked_allocs if cheap else None, pid=settings.pid)
+            sample = program_sample(process, cheap, go, ops=None, pid=settings.pid)
             samples.append(sample)
             limits = limit_watch.update()
             if timeline is not None and stacks is not None:

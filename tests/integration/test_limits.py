@@ -71,23 +71,22 @@ def test_run_names_the_memory_limit_a_c_leak_ran_into(tmp_path, leakyserver):
 
 
 @contextlib.contextmanager
-def limited_cgroup(controller: str, limit_file: str, limit: int) -> Iterator[Path]:
-    """A child of this process's cgroup of controller (v1) with limit_file
-    set to limit, removed after; the test skips saying why where it cannot
-    have one."""
+def memory_cgroup(limit_bytes: int) -> Iterator[Path]:
+    """A child of this process's memory cgroup (v1) limited to limit_bytes,
+    removed after; the test skips saying why where it cannot have one."""
     entries = [line.split(":", 2) for line in Path("/proc/self/cgroup").read_text().splitlines()]
-    own = next((path for _, controllers, path in entries if controller in controllers.split(",")), None)
-    parent = Path("/sys/fs/cgroup") / controller / (own or "/").lstrip("/")
+    own = next((path for _, controllers, path in entries if "memory" in controllers.split(",")), None)
+    parent = Path("/sys/fs/cgroup/memory") / (own or "/").lstrip("/")
     if own is None or not parent.is_dir():
-        pytest.skip(f"no cgroup v1 {controller} controller to make a limited cgroup in")
+        pytest.skip("no cgroup v1 memory controller to make a limited cgroup in")
     child = parent / f"cgo-audit-test-{os.getpid()}"
     try:
         child.mkdir()
-        (child / limit_file).write_text(str(limit))
+        (child / "memory.limit_in_bytes").write_text(str(limit_bytes))
     except OSError as error:
         with contextlib.suppress(OSError):
             child.rmdir()
-        pytest.skip(f"cannot make a limited {controller} cgroup ({error.strerror})")
+        pytest.skip(f"cannot make a limited memory cgroup ({error.strerror})")
     try:
         yield child
     finally:
@@ -102,7 +101,7 @@ def test_run_names_the_cgroup_memory_limit_a_c_leak_ran_into(tmp_path, leakyserv
     # The server is moved into a cgroup of 160 MiB once it runs (as a
     # supervisor would), and leaks 60 KB a request until the cgroup's OOM
     # killer ends it: the limit read from the cgroup is named.
-    with limited_cgroup("memory", "memory.limit_in_bytes", 160 << 20) as cgroup:
+    with memory_cgroup(160 << 20) as cgroup:
         load = f"http://127.0.0.1:{{port}}/value?key={'k' * 60000}"
         # 5 ms a request, sampled every 0.1 s: dozens of samples before the OOM kill.
         proc, _, _ = start_run(leakyserver, "leaky", "--load", load, "--json", str(tmp_path / "report.json"),
