@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
 from cgo_audit import units
 from cgo_audit.errors import AuditError
+from cgo_audit.measure.series import DEFAULT_CAPACITY
 
 if TYPE_CHECKING:   # imported where used: `run` starts its target before it needs them
     from rich.console import Console
@@ -111,12 +112,9 @@ def add_sampling_options(parser: argparse.ArgumentParser, *, duration: float, du
     parser.add_argument("--interval", type=positive_seconds, default=1.0, help="seconds between samples")
     parser.add_argument("--pprof-url", type=pprof_url, metavar="URL",
                         help="the program's net/http/pprof address, e.g. http://127.0.0.1:6060")
-    parser.add_argument("--max-samples", type=max_samples, default=DEFAULT_SAMPLES, metavar="N",
+    parser.add_argument("--max-samples", type=max_samples, default=DEFAULT_CAPACITY, metavar="N",
                         help=f"samples kept for the fit and the curves; older ones are thinned evenly past it, so "
-                        f"a watch of days stays small (default {DEFAULT_SAMPLES})")
-
-
-DEFAULT_SAMPLES = 4096   # cgo_audit.measure.series.DEFAULT_CAPACITY
+                        f"a watch of days stays small (default {DEFAULT_CAPACITY})")
 
 
 def max_samples(text: str) -> int:
